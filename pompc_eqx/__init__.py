@@ -1,0 +1,1 @@
+"""PO-MPC in JAX + Equinox."""
