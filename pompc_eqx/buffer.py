@@ -1,0 +1,155 @@
+"""Replay buffer of one seed, as fixed-shape device arrays (a ring over `capacity` rows).
+
+Row k holds the transition that *starts* at observation o_k: (o_k, a_k, r_k, terminated_k)
+and the planner Gaussian (a_bar_k, sigma_k) computed at o_k. When an episode ends, one more
+row holds its final observation (with zero action/reward and placeholder planner statistics),
+so an episode of T agent steps takes T + 1 rows. A subsequence of H + 1 observations starting
+at row s is valid when rows s..s+H belong to one episode; `valid_start[s]` is kept up to date
+on every write, so sampling never crosses an episode boundary (or the write pointer).
+"""
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Bool, Float, Int, Key
+
+from .agent import Batch
+
+
+class ReplayBuffer(eqx.Module):
+    obs: Float[Array, "capacity obs"]
+    action: Float[Array, "capacity action"]
+    reward: Float[Array, " capacity"]
+    terminated: Bool[Array, " capacity"]
+    plan_mean: Float[Array, "capacity action"]
+    plan_std: Float[Array, "capacity action"]
+    valid_start: Bool[Array, " capacity"]
+    pointer: Int[Array, ""]
+    """Next row to write."""
+    horizon: int = eqx.field(static=True)
+
+    @staticmethod
+    def empty(capacity: int, obs_dim: int, action_dim: int, horizon: int) -> "ReplayBuffer":
+        if capacity < horizon + 2:
+            raise ValueError(f"replay capacity {capacity} is smaller than horizon + 2 = {horizon + 2}")
+        return ReplayBuffer(
+            obs=jnp.zeros((capacity, obs_dim), jnp.float32),
+            action=jnp.zeros((capacity, action_dim), jnp.float32),
+            reward=jnp.zeros((capacity,), jnp.float32),
+            terminated=jnp.zeros((capacity,), bool),
+            plan_mean=jnp.zeros((capacity, action_dim), jnp.float32),
+            plan_std=jnp.zeros((capacity, action_dim), jnp.float32),
+            valid_start=jnp.zeros((capacity,), bool),
+            pointer=jnp.zeros((), jnp.int32),
+            horizon=horizon,
+        )
+
+    @property
+    def capacity(self) -> int:
+        return self.reward.shape[0]
+
+    def _write(
+        self,
+        row: Int[Array, ""],
+        position: Int[Array, ""],
+        write: Bool[Array, ""],
+        obs: Float[Array, " obs"],
+        action: Float[Array, " action"],
+        reward: Float[Array, ""],
+        terminated: Bool[Array, ""],
+        plan_mean: Float[Array, " action"],
+        plan_std: Float[Array, " action"],
+    ) -> "ReplayBuffer":
+        """Write one row when `write`; `position` is the row's step index in its episode."""
+        def put(array, value):
+            return array.at[row].set(jnp.where(write, value, array[row]))
+
+        valid = put(self.valid_start, False)
+        # The window of H + 1 rows ending here is now complete and inside one episode.
+        start = (row - self.horizon) % self.capacity
+        valid = valid.at[start].set(jnp.where(write & (position >= self.horizon), True, valid[start]))
+        return eqx.tree_at(
+            lambda b: (b.obs, b.action, b.reward, b.terminated, b.plan_mean, b.plan_std, b.valid_start),
+            self,
+            (
+                put(self.obs, obs),
+                put(self.action, action),
+                put(self.reward, reward),
+                put(self.terminated, terminated),
+                put(self.plan_mean, plan_mean),
+                put(self.plan_std, plan_std),
+                valid,
+            ),
+        )
+
+    def add(
+        self,
+        obs: Float[Array, " obs"],
+        action: Float[Array, " action"],
+        reward: Float[Array, ""],
+        terminated: Bool[Array, ""],
+        plan_mean: Float[Array, " action"],
+        plan_std: Float[Array, " action"],
+        position: Int[Array, ""],
+        done: Bool[Array, ""],
+        final_obs: Float[Array, " obs"],
+        placeholder_std: float,
+    ) -> "ReplayBuffer":
+        """Store the transition from `obs` (step `position` of its episode); when the episode
+        ends (`done`), also store its final observation in the next row."""
+        yes = jnp.ones((), bool)
+        buf = self._write(self.pointer, position, yes, obs, action, reward, terminated, plan_mean, plan_std)
+        zeros = jnp.zeros_like(action)
+        buf = buf._write(
+            (self.pointer + 1) % self.capacity, position + 1, done, final_obs, zeros,
+            jnp.zeros(()), jnp.zeros((), bool), zeros, jnp.full_like(action, placeholder_std),
+        )
+        pointer = (self.pointer + 1 + done.astype(jnp.int32)) % self.capacity
+        return eqx.tree_at(lambda b: b.pointer, buf, pointer)
+
+    def sample_starts(self, batch_size: int, *, key: Key[Array, ""]) -> Int[Array, " batch"]:
+        """Uniform over valid start rows (requires at least one)."""
+        p = self.valid_start.astype(jnp.float32)
+        return jr.choice(key, self.capacity, (batch_size,), p=p / jnp.sum(p))
+
+    def gather(self, starts: Int[Array, " batch"]) -> Batch:
+        """The time-major batch of rows starts + 0..H."""
+        rows = (starts[None, :] + jnp.arange(self.horizon + 1)[:, None]) % self.capacity
+        h = self.horizon
+        return Batch(
+            obs=self.obs[rows],
+            action=self.action[rows[:h]],
+            reward=self.reward[rows[:h]],
+            terminated=self.terminated[rows[:h]].astype(jnp.float32),
+            plan_mean=self.plan_mean[rows],
+            plan_std=self.plan_std[rows],
+        )
+
+    def write_plans(
+        self,
+        starts: Int[Array, " seq"],
+        plan_mean: Float[Array, "horizon seq action"],
+        plan_std: Float[Array, "horizon seq action"],
+    ) -> "ReplayBuffer":
+        """Overwrite the planner Gaussians of rows starts + 0..H-1 (lazy reanalyze)."""
+        rows = (starts[None, :] + jnp.arange(plan_mean.shape[0])[:, None]) % self.capacity
+        return eqx.tree_at(
+            lambda b: (b.plan_mean, b.plan_std),
+            self,
+            (self.plan_mean.at[rows].set(plan_mean), self.plan_std.at[rows].set(plan_std)),
+        )
+
+    @property
+    def num_valid_starts(self) -> Int[Array, ""]:
+        return jnp.sum(self.valid_start)
+
+
+def buffer_bytes(capacity: int, obs_dim: int, action_dim: int) -> int:
+    """Device memory of one seed's buffer."""
+    floats = obs_dim + 3 * action_dim + 1
+    return capacity * (4 * floats + 2) + 4
+
+
+def default_capacity(steps: int, episode_length: int, limit: int = 1_000_000) -> int:
+    """Rows for a whole run (one extra row per episode for its final observation), at most 1M."""
+    return min(limit, steps + steps // episode_length + 2)

@@ -1,0 +1,282 @@
+"""The training loop of Algorithm 2 as one scan-compiled function over N seeds.
+
+Shape of the computation: `lax.scan` over agent steps; inside each step every per-seed
+function (planning, buffer writes, sampling, reanalyze, update) is `vmap`ped over the seed
+axis, while the environment is stepped once for the whole seed batch (a vmapped JAX task or
+one host callback). The schedule (seed phase, pretraining burst, reanalyze every k updates) is
+driven by *unbatched* counters, so `lax.switch` executes only the active branch.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Bool, Float, Int, Key, PyTree
+
+from .agent import AgentState, init_agent, update
+from .buffer import ReplayBuffer
+from .config import AgentConfig
+from .envs.base import AbstractEnv
+from .filters import filter_fori_loop, filter_scan
+from .planner import plan, reanalyze, shift_warm_start
+
+
+class Schedule(eqx.Module):
+    """Static facts of a run's schedule."""
+
+    seed_steps: int = eqx.field(static=True)
+    """Uniform-random steps, then a burst of this many pretraining updates."""
+    capacity: int = eqx.field(static=True)
+    reanalyze_interval: int = eqx.field(static=True)
+    reanalyze_batch: int = eqx.field(static=True)
+
+
+class SeedState(eqx.Module):
+    """Per-seed part of the loop state (a leading seed axis when batched)."""
+
+    agent: AgentState
+    buffer: ReplayBuffer
+    obs: Float[Array, " obs"]
+    warm_start: Float[Array, "horizon action"]
+    episode_step: Int[Array, ""]
+    episode_return: Float[Array, ""]
+    key: Key[Array, ""]
+
+
+class LoopState(eqx.Module):
+    seeds: SeedState
+    env_state: PyTree
+    step: Int[Array, ""]
+    """Agent steps taken by every seed."""
+    updates: Int[Array, ""]
+    """Regular (non-pretraining) updates done by every seed."""
+
+
+def seed_keys(seed: int, num_seeds: int) -> Key[Array, " seed"]:
+    """Run i uses jax.random.key(seed + i): a seed gives the same run alone or in a batch."""
+    return jax.vmap(jr.key)(seed + jnp.arange(num_seeds))
+
+
+def _stream(keys: Key[Array, " seed"], stream: int) -> Key[Array, " seed"]:
+    """Independent key streams per seed (0: init, 1: training, 2: env, 3: evaluation)."""
+    return jax.vmap(lambda k: jr.fold_in(k, stream))(keys)
+
+
+def init_loop(
+    cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, keys: Key[Array, " seed"]
+) -> LoopState:
+    """Fresh agents, empty buffers and reset environments for every seed."""
+    env_state, obs = env.reset(_stream(keys, 2))
+    agents = eqx.filter_vmap(lambda k: init_agent(cfg, key=k))(_stream(keys, 0))
+    horizon = cfg.planner.horizon
+    num = keys.shape[0]
+    buffers = eqx.filter_vmap(
+        lambda _: ReplayBuffer.empty(schedule.capacity, cfg.obs_dim, cfg.action_dim, horizon)
+    )(jnp.arange(num))
+    seeds = SeedState(
+        agent=agents,
+        buffer=buffers,
+        obs=obs,
+        warm_start=jnp.zeros((num, horizon, cfg.action_dim)),
+        episode_step=jnp.zeros((num,), jnp.int32),
+        episode_return=jnp.zeros((num,)),
+        key=_stream(keys, 1),
+    )
+    return LoopState(seeds=seeds, env_state=env_state, step=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32))
+
+
+def learn(
+    agent: AgentState,
+    buffer: ReplayBuffer,
+    key: Key[Array, ""],
+    pretrain: Bool[Array, ""],
+    with_reanalyze: Bool[Array, ""],
+    *,
+    cfg: AgentConfig,
+    schedule: Schedule,
+) -> tuple[AgentState, ReplayBuffer, dict[str, Float[Array, ""]]]:
+    """Sample a batch, optionally reanalyze part of it (written back to the buffer), update.
+
+    Lazy reanalyze (Alg. 2 lines 14-19): the first `reanalyze_batch` sequences' H states are
+    re-planned from a zero warm start with the current networks, and the fresh planner
+    Gaussians replace the stored ones in the buffer and in this batch. The flags are
+    unbatched under the seed vmap, so each `lax.cond` runs only its taken branch.
+    """
+    sample_key, reanalyze_key, update_key = jr.split(key, 3)
+    starts = buffer.sample_starts(cfg.batch_size, key=sample_key)
+    batch = buffer.gather(starts)
+    h, n = cfg.planner.horizon, schedule.reanalyze_batch
+
+    def fresh_plans():
+        z = jax.vmap(jax.vmap(agent.nets.encode))(batch.obs[:h, :n])
+        mean, std = reanalyze(
+            agent.nets, z.reshape(h * n, -1), cfg=cfg.planner, discount=cfg.discount, key=reanalyze_key
+        )
+        return mean.reshape(h, n, -1), std.reshape(h, n, -1)
+
+    def stored_plans():
+        return batch.plan_mean[:h, :n], batch.plan_std[:h, :n]
+
+    mean, std = jax.lax.cond(with_reanalyze, fresh_plans, stored_plans)
+    buffer = buffer.write_plans(starts[:n], mean, std)
+    batch = eqx.tree_at(
+        lambda b: (b.plan_mean, b.plan_std),
+        batch,
+        (batch.plan_mean.at[:h, :n].set(mean), batch.plan_std.at[:h, :n].set(std)),
+    )
+    agent, metrics = update(agent, batch, cfg=cfg, pretrain=pretrain, key=update_key)
+    return agent, buffer, metrics
+
+
+def _nan_like(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), tree)
+
+
+def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num_steps: int):
+    """A pure function `LoopState -> (LoopState, per-step metrics)` for `num_steps` agent steps.
+
+    Per-step metrics have shape (num_steps, seed): every update metric (NaN where no update
+    ran), `episode_return` (NaN unless an episode ended), `plan_std` (mean sigma_0).
+    """
+    horizon, action_dim = cfg.planner.horizon, cfg.action_dim
+    max_std = cfg.planner.max_std
+    vlearn = eqx.filter_vmap(
+        lambda a, b, k, pretrain, re: learn(a, b, k, pretrain, re, cfg=cfg, schedule=schedule),
+        in_axes=(eqx.if_array(0), eqx.if_array(0), 0, None, None),
+    )
+
+    def act(seeds: SeedState, step: Int[Array, ""], keys: Key[Array, " seed"]):
+        def random_actions():
+            a = jax.vmap(lambda k: jr.uniform(k, (action_dim,), minval=-1.0, maxval=1.0))(keys)
+            # Seed-phase planner statistics: N(0, sigma_max) (paper B.4).
+            return a, jnp.zeros_like(a), jnp.full_like(a, max_std), jnp.zeros_like(seeds.warm_start)
+
+        def planned_actions():
+            def one(agent, obs, warm, k):
+                p = plan(agent.nets, agent.nets.encode(obs), warm, cfg=cfg.planner, discount=cfg.discount, eval_mode=False, key=k)
+                return p.action, p.mean[0], p.std[0], shift_warm_start(p.mean)
+
+            return eqx.filter_vmap(one)(seeds.agent, seeds.obs, seeds.warm_start, keys)
+
+        return jax.lax.cond(step < schedule.seed_steps, random_actions, planned_actions)
+
+    def chunk(state: LoopState) -> tuple[LoopState, dict[str, Float[Array, "step seed"]]]:
+        no = jnp.zeros((), bool)
+        metric_shapes = eqx.filter_eval_shape(
+            vlearn, state.seeds.agent, state.seeds.buffer, state.seeds.key, no, no
+        )[2]
+
+        def body(state: LoopState, _):
+            seeds = state.seeds
+            split = jax.vmap(lambda k: jr.split(k, 3))(seeds.key)
+            next_key, act_key, learn_key = split[:, 0], split[:, 1], split[:, 2]
+            action, plan_mean, plan_std, warm = act(seeds, state.step, act_key)
+            env_state, ts = env.step(state.env_state, action)
+            stored_term = ts.terminated if cfg.episodic else jnp.zeros_like(ts.terminated)
+            buffer = eqx.filter_vmap(
+                lambda b, *xs: b.add(*xs, placeholder_std=max_std)
+            )(
+                seeds.buffer, seeds.obs, action, ts.reward, stored_term, plan_mean, plan_std,
+                seeds.episode_step, ts.done, ts.final_obs,
+            )
+            episode_return = seeds.episode_return + ts.reward
+
+            # Alg. 2: nothing before seed_steps, a burst of seed_steps updates once the seed
+            # data is in, then one update per step with reanalyze every k-th update.
+            is_burst = state.step == schedule.seed_steps - 1
+            is_update = state.step >= schedule.seed_steps
+            num_learn = jnp.where(is_burst, schedule.seed_steps, is_update.astype(jnp.int32))
+            k = max(schedule.reanalyze_interval, 1)
+            with_reanalyze = is_update & (schedule.reanalyze_interval > 0) & ((state.updates + 1) % k == 0)
+
+            def learn_step(i, carry):
+                agent, buf, _ = carry
+                keys = jax.vmap(lambda kk: jr.fold_in(kk, i))(learn_key)
+                return vlearn(agent, buf, keys, is_burst, with_reanalyze)
+
+            agent, buffer, metrics = filter_fori_loop(
+                0, num_learn, learn_step, (seeds.agent, buffer, _nan_like(metric_shapes))
+            )
+            done = ts.done
+            metrics = dict(metrics)
+            metrics["episode_return"] = jnp.where(done, episode_return, jnp.nan)
+            metrics["plan_std"] = jnp.mean(plan_std, axis=-1)
+            seeds = SeedState(
+                agent=agent,
+                buffer=buffer,
+                obs=ts.obs,
+                warm_start=jnp.where(done[:, None, None], 0.0, warm),
+                episode_step=jnp.where(done, 0, seeds.episode_step + 1),
+                episode_return=jnp.where(done, 0.0, episode_return),
+                key=next_key,
+            )
+            state = LoopState(
+                seeds=seeds,
+                env_state=env_state,
+                step=state.step + 1,
+                updates=state.updates + is_update.astype(jnp.int32),
+            )
+            return state, metrics
+
+        return filter_scan(body, state, None, length=num_steps)
+
+    return chunk
+
+
+def make_evaluate(cfg: AgentConfig, env: AbstractEnv, num_episodes: int):
+    """A pure function `(agents, keys) -> returns (seed, episode)`: full episodes with the
+    planner in eval mode (no sigma_0 noise), on `env` (separate from the training env)."""
+    horizon, action_dim = cfg.planner.horizon, cfg.action_dim
+    max_len = env.spec.episode_length
+
+    def episode(agents: AgentState, keys: Key[Array, " seed"]) -> Float[Array, " seed"]:
+        num = keys.shape[0]
+        reset_keys, plan_keys = _split2(keys)
+        env_state, obs = env.reset(reset_keys)
+
+        def cond(carry):
+            _, _, _, _, finished, t, _ = carry
+            return (t < max_len) & ~jnp.all(finished)
+
+        def body(carry):
+            env_state, obs, warm, ret, finished, t, k = carry
+            split = jax.vmap(lambda kk: jr.split(kk, 2))(k)
+            k, step_keys = split[:, 0], split[:, 1]
+
+            def one(agent, o, w, kk):
+                p = plan(agent.nets, agent.nets.encode(o), w, cfg=cfg.planner, discount=cfg.discount, eval_mode=True, key=kk)
+                return p.action, shift_warm_start(p.mean)
+
+            action, warm = eqx.filter_vmap(one)(agents, obs, warm, step_keys)
+            env_state, ts = env.step(env_state, action)
+            ret = ret + jnp.where(finished, 0.0, ts.reward)
+            return env_state, ts.obs, warm, ret, finished | ts.done, t + 1, k
+
+        init = (
+            env_state, obs, jnp.zeros((num, horizon, action_dim)), jnp.zeros((num,)),
+            jnp.zeros((num,), bool), jnp.zeros((), jnp.int32), plan_keys,
+        )
+        out = jax.lax.while_loop(cond, body, init)
+        return out[3]
+
+    def evaluate(agents: AgentState, keys: Key[Array, " seed"]) -> Float[Array, "seed episode"]:
+        episode_keys = jax.vmap(lambda k: jr.split(k, num_episodes))(keys)  # (seed, episode)
+
+        def one(_, ks):
+            return None, episode(agents, ks)
+
+        _, returns = jax.lax.scan(one, None, jnp.swapaxes(episode_keys, 0, 1))
+        return jnp.swapaxes(returns, 0, 1)
+
+    return evaluate
+
+
+def _split2(keys: Key[Array, " seed"]) -> tuple[Key[Array, " seed"], Key[Array, " seed"]]:
+    split = jax.vmap(lambda k: jr.split(k, 2))(keys)
+    return split[:, 0], split[:, 1]
+
+
+def all_finite(tree: PyTree) -> Bool[Array, ""]:
+    """Whether every floating-point array in `tree` is finite."""
+    leaves = jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))

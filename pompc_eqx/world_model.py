@@ -1,0 +1,123 @@
+"""The TD-MPC2 latent world model with PO-MPC's extra heads (spec §1).
+
+`Networks` holds every trained network of one seed: encoder h, latent dynamics d, reward R,
+the bootstrap Q ensemble, the KL-regularised Q^lambda ensemble (only for 0 < lambda < inf),
+the sampling policy pi_s and the adaptive prior pi_p (only when the prior is learned).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, Int, Key, PyTree
+
+from .config import AgentConfig
+from .distributions import AbstractActionDist, AbstractDistFamily, make_family
+from .math import TwoHot
+from .networks import MLP, Ensemble, SimNorm, zero_last_layer
+
+
+class PolicyNet(eqx.Module):
+    """z -> (mean, raw log-std) -> a distribution of the configured family."""
+
+    mlp: MLP
+    family: AbstractDistFamily
+
+    def __init__(
+        self, latent_dim: int, mlp_dim: int, action_dim: int, family: AbstractDistFamily, *, key: Key[Array, ""]
+    ):
+        self.mlp = MLP(latent_dim, (mlp_dim, mlp_dim), 2 * action_dim, key=key)
+        self.family = family
+
+    @property
+    def action_dim(self) -> int:
+        return self.mlp.out.bias.shape[-1] // 2
+
+    def __call__(self, z: Float[Array, " latent"]) -> AbstractActionDist:
+        mean, raw_log_std = jnp.split(self.mlp(z), 2)
+        return self.family(mean, raw_log_std)
+
+
+def make_q_ensemble(cfg: AgentConfig, *, key: Key[Array, ""]) -> Ensemble:
+    m = cfg.model
+
+    def head(k: Key[Array, ""]) -> MLP:
+        mlp = MLP(
+            m.latent_dim + cfg.action_dim, (m.mlp_dim, m.mlp_dim), m.num_bins, dropout=m.dropout, key=k
+        )
+        return zero_last_layer(mlp)
+
+    return Ensemble(head, m.num_q, key=key)
+
+
+def ensemble_values(
+    ensemble: Ensemble,
+    two_hot: TwoHot,
+    z: Float[Array, " latent"],
+    a: Float[Array, " action"],
+    *,
+    key: Key[Array, ""] | None = None,
+) -> Float[Array, " member"]:
+    """Scalar value of every member (dropout only when a key is given)."""
+    logits = ensemble(jnp.concatenate([z, a]), key=key)
+    return jax.vmap(two_hot.decode)(logits)
+
+
+def random_pair(key: Key[Array, ""], num_members: int) -> Int[Array, " 2"]:
+    """Two distinct member indices (TD-MPC2 draws one pair per call, shared by the batch)."""
+    return jr.choice(key, num_members, (2,), replace=False)
+
+
+class Networks(eqx.Module):
+    """All trained networks of one seed (unbatched)."""
+
+    encoder: MLP
+    dynamics: MLP
+    reward: MLP
+    q: Ensemble
+    qlam: Ensemble | None
+    policy: PolicyNet
+    prior: PolicyNet | None
+    two_hot: TwoHot
+
+    def encode(self, obs: Float[Array, " obs"]) -> Float[Array, " latent"]:
+        return self.encoder(obs)
+
+    def next(self, z: Float[Array, " latent"], a: Float[Array, " action"]) -> Float[Array, " latent"]:
+        return self.dynamics(jnp.concatenate([z, a]))
+
+    def reward_logits(self, z: Float[Array, " latent"], a: Float[Array, " action"]) -> Float[Array, " bins"]:
+        return self.reward(jnp.concatenate([z, a]))
+
+    def reward_value(self, z: Float[Array, " latent"], a: Float[Array, " action"]) -> Float[Array, ""]:
+        return self.two_hot.decode(self.reward_logits(z, a))
+
+
+def make_networks(cfg: AgentConfig, *, key: Key[Array, ""]) -> Networks:
+    """Build and initialise all networks as TD-MPC2 does (zero last layer of R and Q)."""
+    m = cfg.model
+    if m.latent_dim % m.simnorm_dim:
+        raise ValueError(f"latent_dim {m.latent_dim} must be a multiple of simnorm_dim {m.simnorm_dim}")
+    enc_key, dyn_key, rew_key, q_key, qlam_key, pi_key, prior_key = jr.split(key, 7)
+    simnorm = SimNorm(m.simnorm_dim)
+    family = make_family(cfg.policy)
+    enc_hidden = (m.enc_dim,) * max(m.num_enc_layers - 1, 1)
+    return Networks(
+        encoder=MLP(cfg.obs_dim, enc_hidden, m.latent_dim, simnorm, key=enc_key),
+        dynamics=MLP(m.latent_dim + cfg.action_dim, (m.mlp_dim, m.mlp_dim), m.latent_dim, simnorm, key=dyn_key),
+        reward=zero_last_layer(
+            MLP(m.latent_dim + cfg.action_dim, (m.mlp_dim, m.mlp_dim), m.num_bins, key=rew_key)
+        ),
+        q=make_q_ensemble(cfg, key=q_key),
+        qlam=make_q_ensemble(cfg, key=qlam_key) if cfg.has_qlam else None,
+        policy=PolicyNet(m.latent_dim, m.mlp_dim, cfg.action_dim, family, key=pi_key),
+        prior=PolicyNet(m.latent_dim, m.mlp_dim, cfg.action_dim, family, key=prior_key)
+        if cfg.has_prior_net
+        else None,
+        two_hot=TwoHot(m.num_bins, m.vmin, m.vmax),
+    )
+
+
+def count_params(tree: PyTree) -> int:
+    """Number of floating-point parameters in a PyTree."""
+    return sum(x.size for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array)))
