@@ -11,6 +11,8 @@ import math
 import pathlib
 from typing import Literal
 
+import tyro
+
 
 ModelSize = Literal["tiny", "1m", "5m", "19m", "48m", "317m"]
 
@@ -243,8 +245,8 @@ class TrainConfig:
     """Checkpoint every this many agent steps (default: eval_every) and at the end."""
     aim_repo: pathlib.Path | None = None
     """Aim repository (default: the run directory)."""
-    use_aim: bool = True
-    """Track metrics in Aim."""
+    aim: bool = True
+    """Track metrics in Aim (`--no-aim` to disable)."""
     experiment: str = "pompc-eqx"
     """Aim experiment name."""
     progress: bool = True
@@ -255,7 +257,7 @@ class TrainConfig:
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     buffer: BufferConfig = BufferConfig()
-    preset: str = "pompc"
+    preset: tyro.conf.Suppress[str] = "pompc"
     """Name of the preset this config started from (informational)."""
 
     def agent_config(self, obs_dim: int, action_dim: int, episode_length: int) -> AgentConfig:

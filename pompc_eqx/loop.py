@@ -201,6 +201,9 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
             metrics = dict(metrics)
             metrics["episode_return"] = jnp.where(done, episode_return, jnp.nan)
             metrics["plan_std"] = jnp.mean(plan_std, axis=-1)
+            num_seeds = done.shape[0]
+            metrics["num_updates"] = jnp.broadcast_to(num_learn, (num_seeds,))
+            metrics["pretrain"] = jnp.broadcast_to(is_burst.astype(jnp.int32), (num_seeds,))
             seeds = SeedState(
                 agent=agent,
                 buffer=buffer,
