@@ -2,7 +2,10 @@
 package when it is installed (those tests skip otherwise)."""
 
 import importlib.util
+import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import jax
@@ -217,3 +220,31 @@ def test_real_locomotion_tasks_step(real_hb, name):
     state, timestep = env.step(state, jnp.zeros((1, 61)))
     assert obs.shape == timestep.obs.shape == (1, env.spec.obs_dim)
     assert bool(jnp.all(jnp.isfinite(timestep.obs))) and bool(jnp.isfinite(timestep.reward[0]))
+
+
+_RENDER_SCRIPT = textwrap.dedent(
+    """
+    import jax.random as jr
+    from pompc_eqx.envs import make_env
+    env = make_env("hb/h1hand-walk-v0", 1)
+    env.reset(jr.split(jr.key(0), 1))
+    frame = env.render(0, 48, 64)
+    print("FRAME", frame.shape, frame.dtype, int(frame.std() > 1))
+    """
+)
+
+
+def test_real_render(real_hb):
+    # MuJoCo picks its GL backend at import, so render in a child process with MUJOCO_GL set.
+    result = subprocess.run(
+        [sys.executable, "-c", _RENDER_SCRIPT],
+        env={**os.environ, "MUJOCO_GL": "egl"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0 and ("EGL" in result.stderr or "OpenGL" in result.stderr):
+        last_line = result.stderr.strip().splitlines()[-1]
+        pytest.skip(f"no EGL backend for headless rendering: {last_line}")
+    assert result.returncode == 0, result.stderr
+    assert "FRAME (48, 64, 3) uint8 1" in result.stdout

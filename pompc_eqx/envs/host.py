@@ -125,31 +125,32 @@ class HostBatch:
         """Step every slot; `packed` is `[action | t]` per slot, the result is
         `[obs | final_obs | reward | terminated | truncated | t]` per slot."""
         packed = np.asarray(packed)
-        token = packed[:, -1].astype(np.int32)
-        if not np.array_equal(token, self.t):
+        token = packed[:, -1]
+        if (token != self.t).any():
             raise StaleEnvStateError(
-                f"{self.spec.name}: step was given an env_state whose step counters {token} do "
-                f"not match the simulators' {self.t}; host simulators cannot go back in time, "
-                "so pass the state returned by the previous reset/step (or restore env_state "
-                "and load_host_state from the same checkpoint)"
+                f"{self.spec.name}: step was given an env_state whose step counters "
+                f"{token.astype(np.int32)} do not match the simulators' {self.t}; host "
+                "simulators cannot go back in time, so pass the state returned by the previous "
+                "reset/step (or restore env_state and load_host_state from the same checkpoint)"
             )
         actions = packed[:, :-1]
         episode_length = self.spec.episode_length
+        obs, final_obs, counters = self._obs, self._final_obs, self.t
         for i, slot in enumerate(self.slots):
             reward, terminated, truncated = slot.step(actions[i])
-            t = int(self.t[i]) + 1
+            t = counters[i] + 1
             truncated = (truncated or t >= episode_length) and not terminated
-            slot.observe(self._final_obs[i])
+            slot.observe(final_obs[i])
             if terminated or truncated:
                 slot.reset(None)
-                slot.observe(self._obs[i])
+                slot.observe(obs[i])
                 t = 0
             else:
-                self._obs[i] = self._final_obs[i]
+                obs[i] = final_obs[i]
             self._reward[i] = reward
             self._terminated[i] = terminated
             self._truncated[i] = truncated
-            self.t[i] = t
+            counters[i] = t
         self._t_out[:] = self.t
         return self._out
 

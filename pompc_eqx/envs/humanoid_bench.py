@@ -18,6 +18,7 @@ simulator's `terminated` flag reported faithfully: an episode ends on terminatio
 time limit. Whether a termination masks bootstrapping is the training code's choice.
 """
 
+import atexit
 import contextlib
 import difflib
 import importlib
@@ -246,9 +247,13 @@ class HumanoidBenchSlot(AbstractHostSlot):
             height,
             width,
         ):
+            if self._renderer is not None:
+                self._renderer.close()
             model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
             model.vis.global_.offheight = max(model.vis.global_.offheight, height)
             self._renderer = mujoco.Renderer(model, height, width)
+            # Free the GL context before interpreter teardown unloads EGL under it.
+            atexit.register(self._renderer.close)
         name = self._env.camera_name
         camera_id = (
             -1 if name is None else mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name)
