@@ -1,6 +1,7 @@
 """Command-line entry point of `scripts/train.py` (tyro over the frozen `TrainConfig`)."""
 
 import sys
+import warnings
 from collections.abc import Sequence
 
 import tyro
@@ -22,6 +23,8 @@ def parse(args: Sequence[str]) -> TrainConfig:
 
 
 def main(args: Sequence[str]) -> int:
+    # Headless machines: GLFW (dm_control's default GL backend) warns when there is no display.
+    warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing")
     cfg = parse(args)
     try:
         run_dir = run(cfg)

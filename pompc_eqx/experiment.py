@@ -135,7 +135,7 @@ class Trainer:
         self.keys = seed_keys(cfg.seed, cfg.num_seeds)
         self.devices = devices if devices is not None else _usable_devices(cfg.num_seeds)
         self.mesh = Mesh(np.array(self.devices), ("seed",))
-        self._chunks: dict[int, Callable] = {}
+        self._chunks: dict[int, tuple[Callable, Callable]] = {}
         self._evaluate = eqx.filter_jit(make_evaluate(self.agent_cfg, self.eval_env, cfg.eval_episodes))
 
     @property
@@ -172,8 +172,14 @@ class Trainer:
                 finite = eqx.filter_vmap(lambda a: all_finite(a.nets))(state.seeds.agent)
                 return state, metrics, finite
 
-            self._chunks[num_steps] = eqx.filter_jit(with_health, donate="all")
-        return self._chunks[num_steps]
+            # Counted (not limited) so that `num_traces` can show a chunk compiles once.
+            counted = eqx.debug.assert_max_traces(with_health, max_traces=None)
+            self._chunks[num_steps] = (eqx.filter_jit(counted, donate="all"), counted)
+        return self._chunks[num_steps][0]
+
+    def num_traces(self, num_steps: int) -> int:
+        """How many times the chunk of `num_steps` steps has been traced (compiled)."""
+        return eqx.debug.get_num_traces(self._chunks[num_steps][1])
 
     def evaluate(self, state: LoopState) -> np.ndarray:
         """Eval-mode returns of shape (seed, episode) at the state's current step."""
@@ -275,8 +281,8 @@ def run(cfg: TrainConfig, *, devices: list | None = None) -> pathlib.Path:
     Writes `config.json`, `eval.csv`, `train.csv`, `checkpoints/` and an Aim run into the run
     directory. With `cfg.resume` it continues the run found there from its latest checkpoint.
     """
+    trainer = Trainer(cfg, devices=devices)  # validates before anything is written
     run_dir, saved = _prepare_run_dir(cfg)
-    trainer = Trainer(cfg, devices=devices)
     spec, seeds = trainer.spec, trainer.seeds
     now = config_dict(cfg)
     if saved is not None:

@@ -32,15 +32,15 @@ class Schedule(eqx.Module):
 
 
 class SeedState(eqx.Module):
-    """Per-seed part of the loop state (a leading seed axis when batched)."""
+    """Per-seed part of the loop state (`*seed`: a leading seed axis when batched)."""
 
     agent: AgentState
     buffer: ReplayBuffer
-    obs: Float[Array, " obs"]
-    warm_start: Float[Array, "horizon action"]
-    episode_step: Int[Array, ""]
-    episode_return: Float[Array, ""]
-    key: Key[Array, ""]
+    obs: Float[Array, "*seed obs"]
+    warm_start: Float[Array, "*seed horizon action"]
+    episode_step: Int[Array, "*seed"]
+    episode_return: Float[Array, "*seed"]
+    key: Key[Array, "*seed"]
 
 
 class LoopState(eqx.Module):

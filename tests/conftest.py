@@ -1,4 +1,5 @@
 import itertools
+import os
 
 import jax
 import jax.random as jr
@@ -8,6 +9,18 @@ import pytest
 # Catch (B,) vs (B, 1) broadcasting bugs; beartype + jaxtyping run through the pytest plugin
 # (see pyproject addopts), so a wrong shape fails loudly with the dimension's name.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One persistent XLA cache for the session and its subprocesses: tests that build the
+    same program (e.g. the CLI smoke run and the resume test) compile it once."""
+    path = str(tmp_path_factory.mktemp("xla-cache"))
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1.0"
+    yield path
 
 
 @pytest.fixture
