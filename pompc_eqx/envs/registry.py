@@ -49,6 +49,8 @@ def make_env(task: str, num_envs: int, **options: object) -> AbstractEnv:
             from . import humanoid_bench
 
             return humanoid_bench.make_hb_env(task, num_envs)
+        case kind:
+            raise AssertionError(f"unhandled task kind {kind!r}")
 
 
 def task_spec(task: str) -> EnvSpec:
@@ -68,6 +70,8 @@ def task_spec(task: str) -> EnvSpec:
             from . import humanoid_bench
 
             return humanoid_bench.hb_spec(task)
+        case kind:
+            raise AssertionError(f"unhandled task kind {kind!r}")
 
 
 def list_tasks() -> list[EnvSpec]:
