@@ -208,6 +208,7 @@ def check_finite(metrics: dict[str, np.ndarray], first_step: int, seeds: list[in
     """
     num_learn = metrics["num_updates"][:, 0]
     burst = metrics["pretrain"][:, 0] > 0
+    first = None  # (step index, seed index, name) of the earliest bad value
     for name, values in metrics.items():
         if name in ("episode_return", "num_updates", "pretrain", "plan_std"):
             continue
@@ -216,9 +217,13 @@ def check_finite(metrics: dict[str, np.ndarray], first_step: int, seeds: list[in
         bad &= checked[:, None]
         if bad.any():
             t, s = np.argwhere(bad)[0]
-            raise NonFiniteError(
-                f"non-finite {name} ({values[t, s]}) for seed {seeds[s]} at agent step {first_step + t + 1}"
-            )
+            if first is None or t < first[0]:
+                first = (t, s, name)
+    if first is not None:
+        t, s, name = first
+        raise NonFiniteError(
+            f"non-finite {name} ({metrics[name][t, s]}) for seed {seeds[s]} at agent step {first_step + t + 1}"
+        )
 
 
 def _window_rows(

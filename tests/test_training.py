@@ -19,7 +19,11 @@ from pompc_eqx.experiment import ConfigError, NonFiniteError, Trainer, check_fin
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CHUNK = 40
+# First chunk: 12 random steps, a burst of 12 updates, then 4 planned steps with one update
+# each (reanalyze on the 2nd and 4th). Later, discrete MPPI choices (top-k elites, the sampled
+# elite) amplify float-rounding differences chaotically, so equality checks stop here.
+CHUNK = 16
+SEED_STEPS = 12
 
 
 def small(preset: str = "pompc", **overrides) -> TrainConfig:
@@ -31,24 +35,24 @@ def small(preset: str = "pompc", **overrides) -> TrainConfig:
         task="jax/pendulum",
         model_size="tiny",
         steps=2 * CHUNK,
-        seed_steps=20,
+        seed_steps=SEED_STEPS,
         eval_every=CHUNK,
         eval_episodes=1,
         chunk_steps=CHUNK,
         aim=False,
         progress=False,
         planner=dataclasses.replace(base.planner, num_samples=32, num_elites=4, num_pi_trajs=4, iterations=2),
-        buffer=dataclasses.replace(base.buffer, batch_size=16, reanalyze_batch=4, reanalyze_interval=5),
+        buffer=dataclasses.replace(base.buffer, batch_size=16, reanalyze_batch=4, reanalyze_interval=2),
     )
     return dataclasses.replace(cfg, **overrides)
 
 
 SMALL_FLAGS = [
-    "--task", "jax/pendulum", "--model-size", "tiny", "--steps", str(2 * CHUNK), "--seed-steps", "20",
+    "--task", "jax/pendulum", "--model-size", "tiny", "--steps", str(2 * CHUNK), "--seed-steps", str(SEED_STEPS),
     "--eval-every", str(CHUNK), "--eval-episodes", "1", "--chunk-steps", str(CHUNK), "--no-progress",
     "--planner.num-samples", "32", "--planner.num-elites", "4", "--planner.num-pi-trajs", "4",
     "--planner.iterations", "2", "--buffer.batch-size", "16", "--buffer.reanalyze-batch", "4",
-    "--buffer.reanalyze-interval", "5",
+    "--buffer.reanalyze-interval", "2",
 ]
 
 
@@ -68,7 +72,7 @@ def test_seed_gives_same_metrics_alone_or_in_a_batch(batch_of_four):
     assert np.isfinite(alone["world_model_loss"]).sum() > 0, "no update ran in the first chunk"
     for name, values in alone.items():
         np.testing.assert_allclose(
-            values[:, 0], batch_of_four[name][:, 2], rtol=2e-4, atol=2e-5, equal_nan=True, err_msg=name
+            values[:, 0], batch_of_four[name][:, 2], rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=name
         )
 
 
@@ -100,12 +104,8 @@ assert len(jax.devices()) == 2, jax.devices()
 cfg = small(num_seeds=2)
 one = first_chunk(cfg, devices=jax.devices()[:1])
 two = first_chunk(cfg, devices=jax.devices())
-# Before the first update the runs agree tightly; after ~20 updates, reduction-order differences
-# of the partitioned program compound, so compare at 1% - far below the gap between seeds.
-before = slice(0, cfg.seed_steps - 1)
 for name in one:
-    np.testing.assert_allclose(one[name][before], two[name][before], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=name)
-    np.testing.assert_allclose(one[name], two[name], rtol=1e-2, atol=1e-3, equal_nan=True, err_msg=name)
+    np.testing.assert_allclose(one[name], two[name], rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=name)
 losses = one["world_model_loss"][-1]
 assert abs(losses[0] - losses[1]) > 1e-2 * abs(losses).max(), losses
 print("OK", sorted(one)[:3])
@@ -125,15 +125,15 @@ def test_resume_is_bit_identical(tmp_path):
     cfg = small(num_seeds=2, checkpoint_every=CHUNK, run_dir=tmp_path / "full")
     full = run(cfg)
     assert sorted(p.name for p in (full / "checkpoints").iterdir()) == [
-        "step_000000000040.ckpt", "step_000000000080.ckpt"
+        f"step_{CHUNK:012d}.ckpt", f"step_{2 * CHUNK:012d}.ckpt"
     ]
     # Interrupted copy: only the first checkpoint survives; its eval rows past it get dropped.
     part = tmp_path / "part"
     shutil.copytree(full, part)
-    (part / "checkpoints" / "step_000000000080.ckpt").unlink()
+    (part / "checkpoints" / f"step_{2 * CHUNK:012d}.ckpt").unlink()
     resumed = run(dataclasses.replace(cfg, run_dir=None, resume=part))
     assert _eval_rows(resumed) == _eval_rows(full)
-    assert [r["agent_step"] for r in _eval_rows(full)] == ["40", "40", "80", "80"]
+    assert [r["agent_step"] for r in _eval_rows(full)] == [str(CHUNK)] * 2 + [str(2 * CHUNK)] * 2
     dropped = list(part.glob("eval.dropped-*.csv"))
     assert len(dropped) == 1, "rows past the checkpoint must be kept aside, not lost"
 
@@ -163,8 +163,8 @@ def test_nan_guard_names_term_seed_and_step_and_keeps_checkpoint(tmp_path):
         run(cfg)
     message = str(err.value)
     assert "pi_" in message and "seed 0" in message and f"agent step {CHUNK + 1}" in message
-    assert "step_000000000040.ckpt" in message
-    assert (tmp_path / "checkpoints" / "step_000000000040.ckpt").exists()
+    assert f"step_{CHUNK:012d}.ckpt" in message
+    assert (tmp_path / "checkpoints" / f"step_{CHUNK:012d}.ckpt").exists()
 
 
 def test_check_finite_skips_placeholders_and_reports_first_bad_value():
@@ -202,13 +202,15 @@ def test_cli_smoke_run_of_each_preset(preset, tmp_path):
     run_dir = tmp_path / "run"
     rows = _eval_rows(run_dir)
     assert list(rows[0]) == ["agent_step", "env_step", "seed", "episode", "return"]
-    assert {(r["agent_step"], r["seed"]) for r in rows} == {(s, d) for s in ("40", "80") for d in ("0", "1")}
+    assert {(r["agent_step"], r["seed"]) for r in rows} == {
+        (str(s), d) for s in (CHUNK, 2 * CHUNK) for d in ("0", "1")
+    }
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["config"]["preset"] == preset and saved["config"]["num_seeds"] == 2
     with open(run_dir / "train.csv") as f:
         train = list(csv.DictReader(f))
     assert len(train) == 4 and {"world_model_loss", "pi_loss", "s_q", "episode_return"} <= set(train[0])
-    assert all(np.isfinite(float(r["world_model_loss"])) for r in train if r["agent_step"] == "80")
+    assert all(np.isfinite(float(r["world_model_loss"])) for r in train if r["agent_step"] == str(2 * CHUNK))
     if preset == "pompc":
         assert (run_dir / ".aim").is_dir()
         assert {"kl_mean", "kl_std", "prior_loss", "qlam_loss"} <= set(train[0])
