@@ -1,0 +1,134 @@
+"""Reading run directories into learning curves, paper-style tables and plots (host only).
+
+A run directory is what `scripts/train.py` writes: `config.json`, `eval.csv` (one row per
+evaluation episode) and `train.csv` (one row per logging window per seed).
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import pathlib
+
+import numpy as np
+from scipy import stats
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """Per-seed values over agent steps: `values[seed, point]` (NaN where missing)."""
+
+    label: str
+    agent_steps: np.ndarray
+    env_steps: np.ndarray
+    seeds: tuple[int, ...]
+    values: np.ndarray
+
+
+def variant_label(config: dict) -> str:
+    """A short name for a run's variant, e.g. `pompc λ=1 learned/forward`."""
+    lam = config["lam"]
+    if isinstance(lam, str) and lam != "auto":
+        lam = float(lam)
+    lam_text = "∞" if lam == math.inf else lam if lam == "auto" else f"{lam:g}"
+    label = f"{config['preset']} λ={lam_text}"
+    if lam != 0:
+        label += f" {config['prior']}" + (f"/{config['prior_loss']}" if config["prior"] == "learned" else "")
+    return label
+
+
+def read_config(run_dir: pathlib.Path) -> dict:
+    return json.loads((run_dir / "config.json").read_text())["config"]
+
+
+def _rows(path: pathlib.Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def eval_curve(run_dir: pathlib.Path, label: str | None = None) -> Curve:
+    """Mean evaluation return per seed at every evaluated agent step."""
+    rows = _rows(run_dir / "eval.csv")
+    if not rows:
+        raise ValueError(f"{run_dir / 'eval.csv'} has no evaluations yet")
+    return _curve(rows, "return", label or variant_label(read_config(run_dir)))
+
+
+def train_curve(run_dir: pathlib.Path, metric: str, label: str | None = None) -> Curve:
+    """A `train.csv` column (window means) per seed over agent steps."""
+    rows = [r for r in _rows(run_dir / "train.csv") if r.get(metric) not in (None, "")]
+    if not rows:
+        raise ValueError(f"{run_dir / 'train.csv'} has no values of {metric!r}")
+    return _curve(rows, metric, label or variant_label(read_config(run_dir)))
+
+
+def _curve(rows: list[dict], column: str, label: str) -> Curve:
+    steps = sorted({int(r["agent_step"]) for r in rows})
+    seeds = tuple(sorted({int(r["seed"]) for r in rows}))
+    env_of = {int(r["agent_step"]): int(r["env_step"]) for r in rows}
+    sums = np.zeros((len(seeds), len(steps)))
+    counts = np.zeros_like(sums)
+    for r in rows:
+        i, j = seeds.index(int(r["seed"])), steps.index(int(r["agent_step"]))
+        sums[i, j] += float(r[column])
+        counts[i, j] += 1
+    with np.errstate(invalid="ignore"):
+        values = sums / counts
+    return Curve(label, np.array(steps), np.array([env_of[s] for s in steps]), seeds, values)
+
+
+def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Mean over seeds and the half-width of its Student-t confidence interval."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan
+    if values.size == 1:
+        return float(values[0]), math.nan
+    sem = values.std(ddof=1) / math.sqrt(values.size)
+    return float(values.mean()), float(stats.t.ppf(0.5 + confidence / 2, values.size - 1) * sem)
+
+
+def final_table(curves: list[Curve], task: str) -> str:
+    """Markdown table in the form of the paper's Table 1: final mean ± 95% CI over seeds."""
+    lines = [
+        f"| method | {task}: final return (mean ± 95% CI) | seeds | at agent step (env step) |",
+        "|---|---|---|---|",
+    ]
+    for c in curves:
+        mean, ci = mean_ci(c.values[:, -1])
+        ci_text = "n/a" if math.isnan(ci) else f"{ci:.0f}"
+        lines.append(
+            f"| {c.label} | {mean:.0f} ± {ci_text} | {len(c.seeds)} | {c.agent_steps[-1]} ({c.env_steps[-1]}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(curves: list[Curve], path: pathlib.Path, title: str, ylabel: str = "evaluation return") -> None:
+    """Mean and 95% CI over seeds against env steps (agent steps on a second axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for c in curves:
+        stats_ = [mean_ci(c.values[:, j]) for j in range(c.values.shape[1])]
+        mean = np.array([m for m, _ in stats_])
+        ci = np.nan_to_num(np.array([h for _, h in stats_]))
+        ax.plot(c.env_steps, mean, label=f"{c.label} (n={len(c.seeds)})")
+        ax.fill_between(c.env_steps, mean - ci, mean + ci, alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if curves and curves[0].env_steps[-1] != curves[0].agent_steps[-1]:
+        repeat = curves[0].env_steps[-1] / curves[0].agent_steps[-1]
+        top = ax.secondary_xaxis("top", functions=(lambda x: x / repeat, lambda x: x * repeat))
+        top.set_xlabel("agent steps")
+    else:
+        ax.set_xlabel("env steps (= agent steps: no action repeat)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

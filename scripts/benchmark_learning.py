@@ -1,0 +1,167 @@
+"""Run a grid of variants on one task and write its results page.
+
+Each variant is one `scripts/train.py` process training `--num-seeds` vmapped seeds. The page
+(`OUT/README.md`) names the command, the commit, the model size and each variant's wall time,
+and holds a Table-1-style table (final mean ± 95% CI over seeds) and learning curves (mean and
+95% CI over seeds, env steps with agent steps on the top axis). Every run's `eval.csv`,
+`train.csv` and `config.json` are copied next to it; checkpoints stay in `--runs-dir`.
+
+    python scripts/benchmark_learning.py --task jax/pendulum --out docs/results/pendulum \\
+        --variants tdmpc2 bmpc pompc:lam=0.1 pompc:lam=1:prior-loss=forward \\
+        -- --model-size tiny --steps 10000 --eval-every 2000
+
+    # the same grid, written with the expansion flags:
+    python scripts/benchmark_learning.py --task jax/pendulum --out docs/results/pendulum \\
+        --variants tdmpc2 bmpc --lams 0.1 1 9 --prior-losses reverse forward -- --model-size tiny
+
+A variant is `PRESET[:option=value...]`, options being train.py flags without the dashes.
+Re-running the same command skips finished variants and resumes interrupted ones.
+"""
+
+import argparse
+import datetime
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+from pompc_eqx.checkpoint import latest_checkpoint, read_metadata
+from pompc_eqx.results import eval_curve, final_table, plot_curves, train_curve
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def variant_args(spec: str) -> tuple[str, list[str]]:
+    """`pompc:lam=1:prior-loss=forward` -> (`pompc-lam1-prior-lossforward`, train.py args)."""
+    preset, *options = spec.split(":")
+    args = [preset]
+    for option in options:
+        key, _, value = option.partition("=")
+        args += [f"--{key}", value] if value else [f"--{key}"]
+    name = "-".join([preset] + [o.replace("=", "").replace(".", "p") for o in options])
+    return name, args
+
+
+def expand(args: argparse.Namespace) -> list[str]:
+    specs = list(args.variants)
+    for lam in args.lams:
+        for prior in args.priors:
+            losses = args.prior_losses if prior == "learned" else ["reverse"]
+            for loss in losses:
+                specs.append(f"pompc:lam={lam}:prior={prior}:prior-loss={loss}")
+    return specs
+
+
+def finished_step(run_dir: pathlib.Path) -> int:
+    path = latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").exists() else None
+    return -1 if path is None else int(read_metadata(path)["step"])
+
+
+def git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    ours = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="results page directory (e.g. docs/results/pendulum)")
+    parser.add_argument("--runs-dir", type=pathlib.Path, default=None, help="where runs live (default: runs/grids/<out name>)")
+    parser.add_argument("--num-seeds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="*", default=[], help="PRESET[:option=value...] specs")
+    parser.add_argument("--lams", nargs="*", default=[], help="add pompc variants with these lambdas")
+    parser.add_argument("--priors", nargs="*", default=["learned"], choices=["learned", "replay"])
+    parser.add_argument("--prior-losses", nargs="*", default=["reverse"], choices=["reverse", "forward"])
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--train-metrics", nargs="*", default=[], help="also plot these train.csv columns")
+    parser.add_argument("--notes", default="", help="a paragraph for the page")
+    args = parser.parse_args(ours)
+    specs = expand(args)
+    if not specs:
+        parser.error("no variants: give --variants and/or --lams")
+    runs_dir = args.runs_dir or ROOT / "runs" / "grids" / args.out.name
+    command = "python scripts/benchmark_learning.py " + " ".join(argv)
+    timings = {}
+    for spec in specs:
+        name, train_args = variant_args(spec)
+        run_dir = runs_dir / name
+        cmd = [
+            sys.executable, str(ROOT / "scripts" / "train.py"), *train_args, "--task", args.task,
+            "--num-seeds", str(args.num_seeds), "--seed", str(args.seed), "--no-progress", *extra,
+        ]
+        steps = int(extra[extra.index("--steps") + 1]) if "--steps" in extra else None
+        done = finished_step(run_dir)
+        if steps is not None and done >= steps:
+            print(f"[{name}] already finished ({done} agent steps)", flush=True)
+        else:
+            cmd += ["--resume", str(run_dir)] if (run_dir / "config.json").exists() else ["--run-dir", str(run_dir)]
+            print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
+            tick = time.perf_counter()
+            subprocess.run(cmd, check=True)
+            timings[name] = time.perf_counter() - tick
+        page_run = args.out / "runs" / name
+        page_run.mkdir(parents=True, exist_ok=True)
+        for file in ("eval.csv", "train.csv", "config.json"):
+            shutil.copy2(run_dir / file, page_run / file)
+        wall = timings.get(name)
+        if wall is not None:
+            (page_run / "wall_time_s.txt").write_text(f"{wall:.0f}\n")
+    write_page(args, specs, runs_dir, command)
+
+
+def write_page(args: argparse.Namespace, specs: list[str], runs_dir: pathlib.Path, command: str) -> None:
+    names = [variant_args(s)[0] for s in specs]
+    page_runs = [args.out / "runs" / n for n in names]
+    curves = [eval_curve(d) for d in page_runs]
+    config = json.loads((page_runs[0] / "config.json").read_text())
+    title = args.title or f"{args.task}: {len(specs)} variants x {args.num_seeds} seeds"
+    plot_curves(curves, args.out / "curves.png", title)
+    for metric in args.train_metrics:
+        plot_curves(
+            [train_curve(d, metric) for d in page_runs], args.out / f"{metric}.png", f"{args.task}: {metric}", metric
+        )
+    walls = []
+    for n, d in zip(names, page_runs):
+        f = d / "wall_time_s.txt"
+        walls.append(f"| {n} | {int(f.read_text()) / 60:.1f} min |" if f.exists() else f"| {n} | — |")
+    cfg = config["config"]
+    agent = config["agent"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Commit: `{git_commit()}` · written {datetime.date.today().isoformat()} · model size"
+        f" `{cfg['model_size']}` (latent {agent['model']['latent_dim']}, MLP {agent['model']['mlp_dim']}) ·"
+        f" planner {agent['planner']['num_samples']} samples x {agent['planner']['iterations']} iterations ·"
+        f" {cfg['steps']} agent steps · {args.num_seeds} seeds per variant, vmapped in one process.",
+        "",
+        args.notes,
+        "",
+        final_table(curves, args.task),
+        "![learning curves](curves.png)",
+        "",
+        *[f"![{m}]({m}.png)" for m in args.train_metrics],
+        "",
+        "Wall time per variant (one process each, 2-core CPU):",
+        "",
+        "| variant | wall time |",
+        "|---|---|",
+        *walls,
+        "",
+        "Per-run `eval.csv`, `train.csv` and `config.json` are in `runs/`.",
+    ]
+    (args.out / "README.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
