@@ -68,6 +68,11 @@ def validate(cfg: TrainConfig, spec: EnvSpec) -> None:
         raise ConfigError(f"--num-seeds must be >= 1 (got {cfg.num_seeds})")
     if cfg.prior == "replay" and cfg.prior_loss == "forward":
         raise ConfigError("--prior-loss applies only to --prior learned (the replay prior is not fitted)")
+    if cfg.prior_loss == "forward" and cfg.policy.distribution == "tanh-gaussian":
+        raise ConfigError(
+            "--prior-loss forward needs --policy.distribution clipped-gaussian: the forward KL from the"
+            " planner's Gaussian (mass at the action bounds) to a tanh-squashed prior has no usable estimate"
+        )
     if lam == "auto" and not cfg.loss.kl_target > 0:
         raise ConfigError(f"--loss.kl-target must be > 0 with --lam auto (got {cfg.loss.kl_target})")
     if not 0 < p.num_elites <= p.num_samples or not 0 <= p.num_pi_trajs <= p.num_samples:

@@ -5,6 +5,8 @@ the bootstrap Q ensemble, the KL-regularised Q^lambda ensemble (only for 0 < lam
 the sampling policy pi_s and the adaptive prior pi_p (only when the prior is learned).
 """
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -119,5 +121,9 @@ def make_networks(cfg: AgentConfig, *, key: Key[Array, ""]) -> Networks:
 
 
 def count_params(tree: PyTree) -> int:
-    """Number of floating-point parameters in a PyTree."""
-    return sum(x.size for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array)))
+    """Number of floating-point parameters in a PyTree (arrays or `jax.ShapeDtypeStruct`s)."""
+
+    def is_param(x) -> bool:
+        return (eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)) and jnp.issubdtype(x.dtype, jnp.inexact)
+
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(tree) if is_param(x))

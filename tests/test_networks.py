@@ -240,11 +240,6 @@ def test_ensemble_heads_draw_their_own_dropout_masks(getkey):
     assert not np.allclose(dropped[0], dropped[1]) and not np.allclose(dropped[1], dropped[2])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: count_params filters with eqx.is_inexact_array, so it returns 0 for the "
-    "abstract tree of eqx.filter_eval_shape (ShapeDtypeStruct leaves) instead of the count",
-)
 def test_count_params_of_an_abstract_tree():
     cfg = agent_config("pompc", "tiny")
     abstract = eqx.filter_eval_shape(make_networks, cfg, key=jr.key(0))

@@ -263,3 +263,9 @@ def test_loop_trains_on_dm_control_with_two_seeds():
     # The two seeds are independent simulators: their observations differ.
     obs = np.asarray(state.seeds.obs)
     assert not np.allclose(obs[0], obs[1])
+
+
+def test_forward_prior_loss_refuses_tanh_squashed_prior():
+    cfg = small(prior_loss="forward", policy=dataclasses.replace(PRESETS["pompc"][1].policy, distribution="tanh-gaussian"))
+    with pytest.raises(ConfigError, match="clipped-gaussian"):
+        Trainer(cfg)
