@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -318,6 +319,21 @@ def test_host_env_reset_after_steps_in_one_program():
     for i in range(3):
         _assert_trees_equal((obs[i], totals[i]), alone(keys[i]))
     assert not np.array_equal(obs[0], obs[1])
+
+
+def test_host_env_is_a_static_argument_of_filter_jit():
+    env = make_env("dmc/cartpole-swingup", 2)
+
+    @eqx.filter_jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def reset_and_step(env, keys):
+        state, _ = env.reset(keys)
+        return env.step(state, jnp.zeros((2, 1)))
+
+    for seed in range(2):
+        state, timestep = reset_and_step(env, jr.split(jr.key(seed), 2))
+        assert state.t.tolist() == [1, 1] and timestep.obs.shape == (2, 5)
+    assert hash(env) == hash(env) and env != make_env("dmc/cartpole-swingup", 2)
 
 
 def test_host_env_rejects_stale_state():
