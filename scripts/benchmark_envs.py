@@ -310,9 +310,10 @@ def write_report(args, rows, load_before: str, load_after: str) -> None:
         "dm_control's Python layer are both long Python code paths that alternate on one core "
         "and evict each other from its caches. MuJoCo's C stepping itself is barely affected, "
         "so the relative overhead falls as the simulator gets heavier.",
-        "- The fixed part is paid once per agent step for the whole batch, so the overhead "
-        "per slot shrinks with more slots. Next to a planning call of the agent (milliseconds "
-        "even for tiny models), the added time per agent step is small.",
+        "- There is one callback per agent step for the whole batch, so the overhead shrinks "
+        "with more slots (the JAX side still grows somewhat with them, through the cache "
+        "effect above). Next to a planning call of the agent (milliseconds even for tiny "
+        "models), the added time per agent step is small.",
         "- The machine has 2 cores shared with other jobs: times vary with their load (see the "
         "load averages above). Rerun on a quiet machine for cleaner numbers.",
         "",
