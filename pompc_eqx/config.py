@@ -302,3 +302,16 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         TrainConfig(preset="pompc", lam=1.0, prior="learned", prior_loss="reverse"),
     ),
 }
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    """Rebuild a `TrainConfig` from its `dataclasses.asdict` form (e.g. a run's config.json)."""
+    kwargs = {}
+    for field in dataclasses.fields(TrainConfig):
+        value = data[field.name]
+        if dataclasses.is_dataclass(field.type):
+            value = field.type(**value)
+        elif field.name in ("run_dir", "resume", "aim_repo") and value is not None:
+            value = pathlib.Path(value)
+        kwargs[field.name] = value
+    return TrainConfig(**kwargs)

@@ -269,3 +269,44 @@ def test_forward_prior_loss_refuses_tanh_squashed_prior():
     cfg = small(prior_loss="forward", policy=dataclasses.replace(PRESETS["pompc"][1].policy, distribution="tanh-gaussian"))
     with pytest.raises(ConfigError, match="clipped-gaussian"):
         Trainer(cfg)
+
+
+def _evaluate_script(*args, cwd):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=900, env={**os.environ, "MUJOCO_GL": "egl"},
+    )
+
+
+def test_evaluate_script_reproduces_the_runs_final_evaluation(tmp_path):
+    run_dir = run(small(num_seeds=2, eval_episodes=2, run_dir=tmp_path / "run"))
+    out = _evaluate_script(str(run_dir), "--episodes", "2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    final = [r for r in _eval_rows(run_dir) if r["agent_step"] == str(2 * CHUNK)]
+    for seed in (0, 1):
+        mean = np.mean([float(r["return"]) for r in final if r["seed"] == str(seed)])
+        assert f"seed {seed}: {mean:.1f}" in out.stdout, (mean, out.stdout)
+    missing = _evaluate_script(str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert missing.returncode == 2 and "config.json" in missing.stderr
+
+
+def test_evaluate_script_writes_a_video_of_a_dm_control_run(tmp_path):
+    from pompc_eqx.envs.registry import make_env
+
+    env = make_env("dmc/cartpole-swingup", 1)
+    try:
+        env.reset(jax.random.key(0)[None])
+        env.render(0, 24, 32)
+    except Exception as err:  # no OpenGL backend on this machine
+        pytest.skip(f"MuJoCo cannot render here ({type(err).__name__}: {err})")
+    run_dir = run(small(task="dmc/cartpole-swingup", seed_steps=CHUNK, steps=CHUNK, run_dir=tmp_path / "run"))
+    out = _evaluate_script(
+        str(run_dir), "--episodes", "1", "--video", "ep.gif", "--size", "48", "64", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    import imageio.v2 as imageio
+
+    assert "501 frames" in out.stdout  # the first observation + 500 agent steps
+    frames = imageio.mimread(tmp_path / "ep.gif", memtest=False)  # GIF merges identical frames
+    assert len(frames) > 400 and frames[0].shape[:2] == (48, 64)
+    assert np.asarray(frames[0]).std() > 1.0, "blank frames"

@@ -1,0 +1,114 @@
+"""Evaluate a trained run from its checkpoint, and optionally record a video of one episode.
+
+    python scripts/evaluate.py RUN_DIR                         # --episodes per seed, planner in eval mode
+    python scripts/evaluate.py RUN_DIR --episodes 20 --checkpoint RUN_DIR/checkpoints/step_000000050000.ckpt
+    MUJOCO_GL=egl python scripts/evaluate.py RUN_DIR --video cartpole.mp4 --video-seed 0
+
+Videos need a host-simulator task (dmc/ or hb/) and an OpenGL backend: on a machine without a
+display use MUJOCO_GL=egl (default here) or osmesa. `.gif` needs nothing more; `.mp4` needs
+`pip install imageio-ffmpeg`.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports MuJoCo's renderer
+
+import equinox as eqx  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import jax.random as jr  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pompc_eqx.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint  # noqa: E402
+from pompc_eqx.config import config_from_dict  # noqa: E402
+from pompc_eqx.envs.host import HostEnv  # noqa: E402
+from pompc_eqx.experiment import RESUMABLE, Trainer  # noqa: E402
+from pompc_eqx.planner import plan, shift_warm_start  # noqa: E402
+
+
+def record(trainer: Trainer, agents, seed_index: int, path: pathlib.Path, size: tuple[int, int], fps: int) -> tuple[float, int]:
+    """Run one eval-mode episode of every seed on the evaluation env; film `seed_index`."""
+    env = trainer.eval_env
+    if not isinstance(env, HostEnv):
+        raise SystemExit(f"error: videos need a dmc/ or hb/ task; {trainer.cfg.task} has no renderer")
+    cfg = trainer.agent_cfg
+
+    @eqx.filter_jit
+    def act(agents, obs, warm, keys):
+        def one(agent, o, w, k):
+            p = plan(agent.nets, agent.nets.encode(o), w, cfg=cfg.planner, discount=cfg.discount, eval_mode=True, key=k)
+            return p.action, shift_warm_start(p.mean)
+
+        return eqx.filter_vmap(one)(agents, obs, warm, keys)
+
+    step = eqx.filter_jit(env.step)
+    keys = jax.vmap(lambda k: jr.fold_in(k, 7))(trainer.keys)
+    env_state, obs = env.reset(keys)
+    warm = jnp.zeros((trainer.cfg.num_seeds, cfg.planner.horizon, cfg.action_dim))
+    frames, total = [env.render(seed_index, *size)], 0.0
+    for t in range(env.spec.episode_length):
+        keys = jax.vmap(lambda k: jr.fold_in(k, t))(keys)
+        action, warm = act(agents, obs, warm, keys)
+        env_state, ts = step(env_state, action)
+        obs = ts.obs
+        total += float(ts.reward[seed_index])
+        frames.append(env.render(seed_index, *size))
+        if bool(ts.done[seed_index]):
+            break
+    import imageio.v2 as imageio
+
+    try:
+        if path.suffix == ".gif":
+            imageio.mimsave(path, frames, duration=1 / fps)
+        else:
+            imageio.mimsave(path, frames, fps=fps)
+    except Exception as err:  # imageio raises several types when no mp4 writer is installed
+        raise SystemExit(f"error: could not write {path} ({err}); use a .gif or `pip install imageio-ffmpeg`") from None
+    return total, len(frames)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=pathlib.Path)
+    parser.add_argument("--checkpoint", type=pathlib.Path, default=None, help="default: the latest in RUN_DIR/checkpoints")
+    parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per seed")
+    parser.add_argument("--video", type=pathlib.Path, default=None, help="write one episode to this .mp4/.gif")
+    parser.add_argument("--video-seed", type=int, default=0, help="index of the seed to film (0-based)")
+    parser.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("HEIGHT", "WIDTH"))
+    parser.add_argument("--fps", type=int, default=30)
+    args = parser.parse_args()
+    try:
+        saved = json.loads((args.run_dir / "config.json").read_text())["config"]
+    except FileNotFoundError:
+        print(f"error: {args.run_dir} has no config.json (expected a run directory of scripts/train.py)", file=sys.stderr)
+        return 2
+    cfg = dataclasses.replace(config_from_dict(saved), eval_episodes=args.episodes, aim=False, progress=False)
+    trainer = Trainer(cfg)
+    path = args.checkpoint or latest_checkpoint(args.run_dir / "checkpoints")
+    try:
+        if path is None:
+            raise CheckpointError(f"no checkpoint in {args.run_dir / 'checkpoints'}")
+        state, meta, _ = load_checkpoint(path, trainer.init_state(), expected_config=saved, ignore_keys=RESUMABLE)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    state = trainer.shard(state)
+    returns = trainer.evaluate(state)
+    print(f"{cfg.task} {cfg.preset} at agent step {meta['step']} ({path.name}), {args.episodes} episodes per seed:")
+    for i, seed in enumerate(trainer.seeds):
+        print(f"  seed {seed}: {returns[i].mean():.1f} ± {returns[i].std():.1f}")
+    print(f"  mean over seeds: {returns.mean(axis=1).mean():.1f}")
+    if args.video is not None:
+        total, num_frames = record(trainer, state.seeds.agent, args.video_seed, args.video, tuple(args.size), args.fps)
+        print(f"wrote {args.video}: {num_frames} frames, seed {trainer.seeds[args.video_seed]}, return {total:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
