@@ -138,8 +138,7 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
     Per-step metrics have shape (num_steps, seed): every update metric (NaN where no update
     ran), `episode_return` (NaN unless an episode ended), `plan_std` (mean sigma_0).
     """
-    horizon, action_dim = cfg.planner.horizon, cfg.action_dim
-    max_std = cfg.planner.max_std
+    action_dim, max_std = cfg.action_dim, cfg.planner.max_std
     vlearn = eqx.filter_vmap(
         lambda a, b, k, pretrain, re: learn(a, b, k, pretrain, re, cfg=cfg, schedule=schedule),
         in_axes=(eqx.if_array(0), eqx.if_array(0), 0, None, None),

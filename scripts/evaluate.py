@@ -23,7 +23,6 @@ import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
-import numpy as np  # noqa: E402
 
 from pompc_eqx.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint  # noqa: E402
 from pompc_eqx.config import config_from_dict  # noqa: E402
