@@ -6,9 +6,11 @@ evaluation episode) and `train.csv` (one row per logging window per seed).
 
 import csv
 import dataclasses
+import datetime
 import json
 import math
 import pathlib
+import subprocess
 
 import numpy as np
 from scipy import stats
@@ -60,6 +62,19 @@ def train_curve(run_dir: pathlib.Path, metric: str, label: str | None = None) ->
     if not rows:
         raise ValueError(f"{run_dir / 'train.csv'} has no values of {metric!r}")
     return _curve(rows, metric, label or variant_label(read_config(run_dir)))
+
+
+def train_curves(run_dirs: list[pathlib.Path], metric: str) -> list[Curve]:
+    """`train_curve` of every run that logs `metric` (e.g. TD-MPC2 runs have no KL term)."""
+    curves = []
+    for d in run_dirs:
+        try:
+            curves.append(train_curve(d, metric))
+        except ValueError:
+            continue
+    if not curves:
+        raise ValueError(f"none of the runs logs {metric!r}")
+    return curves
 
 
 def _curve(rows: list[dict], column: str, label: str) -> Curve:
@@ -132,3 +147,54 @@ def plot_curves(curves: list[Curve], path: pathlib.Path, title: str, ylabel: str
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def git_commit(repo: pathlib.Path) -> str:
+    """The short commit hash, flagged when tracked files have uncommitted changes."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+    )
+    return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def run_summary(run_dir: pathlib.Path) -> str:
+    """Model size, network widths, planner and length of a run, from its config.json."""
+    saved = json.loads((run_dir / "config.json").read_text())
+    cfg, agent = saved["config"], saved["agent"]
+    return (
+        f"model size `{cfg['model_size']}` (latent {agent['model']['latent_dim']}, MLP {agent['model']['mlp_dim']})"
+        f" · planner {agent['planner']['num_samples']} samples, {agent['planner']['num_elites']} elites,"
+        f" {agent['planner']['iterations']} iterations, horizon {agent['planner']['horizon']}"
+        f" · {cfg['steps']} agent steps · {cfg['num_seeds']} seeds vmapped in one process"
+    )
+
+
+def write_page(
+    path: pathlib.Path,
+    title: str,
+    command: str,
+    repo: pathlib.Path,
+    run_dirs: list[pathlib.Path],
+    table: str,
+    images: list[str],
+    notes: str = "",
+    wall_times: dict[str, float] | None = None,
+) -> None:
+    """A results page: the command, commit, model size, the table, the figures, wall times."""
+    lines = [
+        f"# {title}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Commit `{git_commit(repo)}` · written {datetime.date.today().isoformat()} · {run_summary(run_dirs[0])}.",
+        "",
+    ]
+    if notes:
+        lines += [notes, ""]
+    lines += [table, *[f"![{pathlib.Path(i).stem}]({i})\n" for i in images]]
+    if wall_times:
+        lines += ["", "Wall time per run (one process each, on a 2-core CPU):", "", "| run | wall time |", "|---|---|"]
+        lines += [f"| {name} | {seconds / 60:.1f} min |" for name, seconds in wall_times.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")

@@ -19,8 +19,6 @@ Re-running the same command skips finished variants and resumes interrupted ones
 """
 
 import argparse
-import datetime
-import json
 import pathlib
 import shutil
 import subprocess
@@ -28,7 +26,7 @@ import sys
 import time
 
 from pompc_eqx.checkpoint import latest_checkpoint, read_metadata
-from pompc_eqx.results import eval_curve, final_table, plot_curves, train_curve
+from pompc_eqx.results import eval_curve, final_table, plot_curves, train_curves, write_page
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -58,12 +56,6 @@ def expand(args: argparse.Namespace) -> list[str]:
 def finished_step(run_dir: pathlib.Path) -> int:
     path = latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").exists() else None
     return -1 if path is None else int(read_metadata(path)["step"])
-
-
-def git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
@@ -114,52 +106,22 @@ def main() -> None:
         wall = timings.get(name)
         if wall is not None:
             (page_run / "wall_time_s.txt").write_text(f"{wall:.0f}\n")
-    write_page(args, specs, runs_dir, command)
+    write_results(args, specs, command)
 
 
-def write_page(args: argparse.Namespace, specs: list[str], runs_dir: pathlib.Path, command: str) -> None:
+def write_results(args: argparse.Namespace, specs: list[str], command: str) -> None:
     names = [variant_args(s)[0] for s in specs]
     page_runs = [args.out / "runs" / n for n in names]
     curves = [eval_curve(d) for d in page_runs]
-    config = json.loads((page_runs[0] / "config.json").read_text())
     title = args.title or f"{args.task}: {len(specs)} variants x {args.num_seeds} seeds"
     plot_curves(curves, args.out / "curves.png", title)
+    images = ["curves.png"]
     for metric in args.train_metrics:
-        plot_curves(
-            [train_curve(d, metric) for d in page_runs], args.out / f"{metric}.png", f"{args.task}: {metric}", metric
-        )
-    walls = []
-    for n, d in zip(names, page_runs):
-        f = d / "wall_time_s.txt"
-        walls.append(f"| {n} | {int(f.read_text()) / 60:.1f} min |" if f.exists() else f"| {n} | — |")
-    cfg = config["config"]
-    agent = config["agent"]
-    lines = [
-        f"# {title}",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Commit: `{git_commit()}` · written {datetime.date.today().isoformat()} · model size"
-        f" `{cfg['model_size']}` (latent {agent['model']['latent_dim']}, MLP {agent['model']['mlp_dim']}) ·"
-        f" planner {agent['planner']['num_samples']} samples x {agent['planner']['iterations']} iterations ·"
-        f" {cfg['steps']} agent steps · {args.num_seeds} seeds per variant, vmapped in one process.",
-        "",
-        args.notes,
-        "",
-        final_table(curves, args.task),
-        "![learning curves](curves.png)",
-        "",
-        *[f"![{m}]({m}.png)" for m in args.train_metrics],
-        "",
-        "Wall time per variant (one process each, 2-core CPU):",
-        "",
-        "| variant | wall time |",
-        "|---|---|",
-        *walls,
-        "",
-        "Per-run `eval.csv`, `train.csv` and `config.json` are in `runs/`.",
-    ]
-    (args.out / "README.md").write_text("\n".join(lines) + "\n")
+        plot_curves(train_curves(page_runs, metric), args.out / f"{metric}.png", f"{args.task}: {metric}", metric)
+        images.append(f"{metric}.png")
+    walls = {n: float((d / "wall_time_s.txt").read_text()) for n, d in zip(names, page_runs) if (d / "wall_time_s.txt").exists()}
+    notes = args.notes + ("\n\n" if args.notes else "") + "Per-run `eval.csv`, `train.csv` and `config.json` are in `runs/`."
+    write_page(args.out / "README.md", title, command, ROOT, page_runs, final_table(curves, args.task), images, notes, walls)
     print(f"wrote {args.out / 'README.md'}")
 
 

@@ -6,9 +6,14 @@ returns (mean ± 95% CI over seeds) and learning-curve plots.
 """
 
 import argparse
+import os
 import pathlib
+import sys
 
-from pompc_eqx.results import eval_curve, final_table, plot_curves, read_config, train_curve
+from pompc_eqx.results import eval_curve, final_table, plot_curves, read_config, train_curves, write_page
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -21,17 +26,27 @@ def main() -> None:
         help="also plot these train.csv columns (e.g. kl_mean kl_std: the paper's Fig. 7), next to --plot",
     )
     parser.add_argument("--title", default=None)
+    parser.add_argument("--page", type=pathlib.Path, default=None, help="also write a results page (markdown) here")
+    parser.add_argument("--notes", default="", help="a paragraph for the page")
     args = parser.parse_args()
+    command = "python scripts/results_table.py " + " ".join(sys.argv[1:])
     curves = [eval_curve(d) for d in args.run_dirs]
     task = args.task or read_config(args.run_dirs[0])["task"]
-    print(final_table(curves, task), end="")
+    table = final_table(curves, task)
+    print(table, end="")
+    images = []
     if args.plot is not None:
         plot_curves(curves, args.plot, args.title or task)
-        print(f"wrote {args.plot}")
+        images.append(args.plot)
         for metric in args.train_metrics:
             path = args.plot.with_name(f"{args.plot.stem}-{metric}.png")
-            plot_curves([train_curve(d, metric) for d in args.run_dirs], path, f"{args.title or task}: {metric}", metric)
-            print(f"wrote {path}")
+            plot_curves(train_curves(args.run_dirs, metric), path, f"{args.title or task}: {metric}", metric)
+            images.append(path)
+        print("wrote " + ", ".join(map(str, images)))
+    if args.page is not None:
+        relative = [os.path.relpath(i, args.page.parent) for i in images]
+        write_page(args.page, args.title or task, command, ROOT, args.run_dirs, table, relative, args.notes)
+        print(f"wrote {args.page}")
 
 
 if __name__ == "__main__":
