@@ -6,6 +6,11 @@ import jax.random as jr
 import pytest
 
 
+# MuJoCo picks its OpenGL backend when first imported: headless machines render through EGL.
+if "DISPLAY" not in os.environ:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+
 # Catch (B,) vs (B, 1) broadcasting bugs; beartype + jaxtyping run through the pytest plugin
 # (see pyproject addopts), so a wrong shape fails loudly with the dimension's name.
 jax.config.update("jax_numpy_rank_promotion", "raise")
