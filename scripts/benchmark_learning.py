@@ -101,8 +101,11 @@ def main() -> None:
             timings[name] = time.perf_counter() - tick
         page_run = args.out / "runs" / name
         page_run.mkdir(parents=True, exist_ok=True)
-        for file in ("eval.csv", "train.csv", "config.json"):
+        for file in ("eval.csv", "train.csv"):
             shutil.copy2(run_dir / file, page_run / file)
+        # Paths inside the page are relative to the repository, not to this machine.
+        config = (run_dir / "config.json").read_text().replace(f"{ROOT}/", "")
+        (page_run / "config.json").write_text(config)
         wall = timings.get(name)
         if wall is not None:
             (page_run / "wall_time_s.txt").write_text(f"{wall:.0f}\n")
