@@ -5,6 +5,9 @@ script says how to install it.
     python scripts/list_tasks.py
 """
 
+import logging
+import warnings
+
 from pompc_eqx.envs import list_tasks
 from pompc_eqx.envs.humanoid_bench import (
     H1HAND_LOCOMOTION_TASKS,
@@ -14,6 +17,10 @@ from pompc_eqx.envs.humanoid_bench import (
 
 
 def main() -> None:
+    # Headless machines: GLFW warns about the missing display; MuJoCo warns about deprecated
+    # XML attributes of some suite models. Neither matters for listing tasks.
+    warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing")
+    logging.getLogger("absl").setLevel(logging.ERROR)
     header = f"{'task':<34} {'obs':>5} {'action':>6} {'episode':>8} {'repeat':>6}  runs on"
     print(header)
     print("-" * len(header))
