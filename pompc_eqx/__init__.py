@@ -13,7 +13,12 @@ if os.environ.get("POMPC_TYPECHECK") == "1":
     with install_import_hook("pompc_eqx", "beartype.beartype"):
         from . import agent, config, experiment, loop, planner  # noqa: F401
 
-from .agent import AgentState as AgentState, Batch as Batch, init_agent as init_agent, update as update
+from .agent import (
+    AgentState as AgentState,
+    Batch as Batch,
+    init_agent as init_agent,
+    update as update,
+)
 from .config import PRESETS as PRESETS, AgentConfig as AgentConfig, TrainConfig as TrainConfig
 from .envs.registry import make_env as make_env, task_spec as task_spec
 from .experiment import Trainer as Trainer, run as run

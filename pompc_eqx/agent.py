@@ -19,8 +19,8 @@ import optax
 from jaxtyping import Array, Bool, Float, Key
 
 from .config import AgentConfig
-from .filters import filter_cond
 from .distributions import AbstractActionDist, ClippedGaussian, kl_divergence
+from .filters import filter_cond
 from .lam import AbstractLambda, make_lambda
 from .math import RunningScale
 from .networks import Ensemble, polyak, tree_copy

@@ -34,7 +34,15 @@ from .checkpoint import (
 from .config import AgentConfig, TrainConfig
 from .envs.base import EnvSpec
 from .envs.registry import make_env, task_spec
-from .loop import LoopState, Schedule, all_finite, init_loop, make_evaluate, make_train_chunk, seed_keys
+from .loop import (
+    LoopState,
+    Schedule,
+    all_finite,
+    init_loop,
+    make_evaluate,
+    make_train_chunk,
+    seed_keys,
+)
 from .tracking import AimTracker, CsvLog, ProgressBar
 from .world_model import count_params
 

@@ -35,6 +35,7 @@ from pompc_eqx.config import MODEL_SIZES, PRESETS
 from pompc_eqx.planner import plan
 from pompc_eqx.world_model import count_params
 
+
 OBS_DIM, ACTION_DIM, EPISODE_LENGTH = 5, 1, 500
 
 

@@ -37,6 +37,7 @@ from pompc_eqx.envs import make_env, task_spec
 from pompc_eqx.envs.dmc import ACTION_REPEAT, EPISODE_LENGTH, parse_dmc_task
 from pompc_eqx.envs.humanoid_bench import humanoid_bench_available
 
+
 DMC_TASKS = ("dmc/cartpole-swingup", "dmc/walker-walk", "dmc/humanoid-walk", "dmc/dog-run")
 HB_TASKS = ("hb/h1hand-walk-v0",)
 

@@ -10,7 +10,14 @@ import os
 import pathlib
 import sys
 
-from pompc_eqx.results import eval_curve, final_table, plot_curves, read_config, train_curves, write_page
+from pompc_eqx.results import (
+    eval_curve,
+    final_table,
+    plot_curves,
+    read_config,
+    train_curves,
+    write_page,
+)
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

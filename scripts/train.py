@@ -7,7 +7,6 @@
 
 import sys
 
-
 from pompc_eqx.cli import main
 
 

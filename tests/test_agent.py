@@ -26,6 +26,7 @@ from pompc_eqx.distributions import ClippedGaussian
 from pompc_eqx.lam import DualLambda, FixedLambda
 from pompc_eqx.math import RunningScale
 
+
 H, B, A, OBS = 3, 8, 2, 5
 LOG_2PI = math.log(2 * math.pi)
 

@@ -9,10 +9,10 @@ import jax.random as jr
 import numpy as np
 import pytest
 
+from pompc_eqx.agent import init_agent
 from pompc_eqx.buffer import ReplayBuffer
 from pompc_eqx.config import PRESETS
 from pompc_eqx.loop import Schedule, learn
-from pompc_eqx.agent import init_agent
 
 
 H = 3

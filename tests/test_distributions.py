@@ -25,6 +25,7 @@ from pompc_eqx.distributions import (
     make_family,
 )
 
+
 LOC_P = np.array([0.3, -0.4, 0.1])
 SCALE_P = np.array([0.5, 0.3, 0.6])
 LOC_Q = np.array([-0.1, 0.2, 0.4])

@@ -12,6 +12,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 from dm_control import suite
+from helpers import rollout
 
 from pompc_eqx.envs import (
     JAX_TASKS,
@@ -26,23 +27,6 @@ from pompc_eqx.envs import (
 from pompc_eqx.envs.dmc import DMC_TASKS, parse_dmc_task
 from pompc_eqx.envs.host import slot_seeds
 from pompc_eqx.envs.jax_envs import Pendulum
-
-
-def _rollout(env, keys, actions):
-    """Reset with `keys`, then step through `actions` (time, seed, action) in one jit."""
-
-    @jax.jit
-    def run(keys, actions):
-        state, obs = env.reset(keys)
-
-        def body(state, action):
-            state, timestep = env.step(state, action)
-            return state, (timestep, state.t)
-
-        final_state, (timesteps, t) = jax.lax.scan(body, state, actions)
-        return obs, final_state, timesteps, t
-
-    return run(keys, actions)
 
 
 def _assert_trees_equal(first, second):
@@ -178,7 +162,7 @@ def test_probe_optimal_return(name):
 def test_target_probe_random_policy_is_suboptimal():
     env = make_env("jax/probe-target", 64)
     actions = _uniform_actions(jr.key(4), env.spec.episode_length, 64, 2)
-    _, _, timesteps, _ = _rollout(env, jr.split(jr.key(5), 64), actions)
+    _, _, timesteps, _ = rollout(env, jr.split(jr.key(5), 64), actions)
     mean_return = float(jnp.mean(jnp.sum(timesteps.reward, axis=0)))
     assert mean_return < 0.6 * PROBE_OPTIMAL_RETURNS["jax/probe-target"], mean_return
 
@@ -186,7 +170,7 @@ def test_target_probe_random_policy_is_suboptimal():
 def test_jax_env_auto_resets_with_fresh_keys():
     env = make_env("jax/pendulum", 2)
     actions = jnp.zeros((401, 2, 1))
-    _, _, timesteps, t = _rollout(env, jr.split(jr.key(6), 2), actions)
+    _, _, timesteps, t = rollout(env, jr.split(jr.key(6), 2), actions)
     assert np.nonzero(np.asarray(timesteps.truncated[:, 0]))[0].tolist() == [199, 399]
     assert t[199].tolist() == [0, 0] and t[200].tolist() == [1, 1]
     # The two auto-resets drew different start states, and differ from the step they replaced.
@@ -250,7 +234,7 @@ def test_dmc_episode_is_500_agent_steps_then_auto_resets():
     env = make_env("dmc/cartpole-swingup", 2)
     keys = jr.split(jr.key(8), 2)
     actions = _uniform_actions(jr.key(9), 505, 2, 1)
-    _, _, timesteps, t = _rollout(env, keys, actions)
+    _, _, timesteps, t = rollout(env, keys, actions)
     for slot in range(2):
         assert np.nonzero(np.asarray(timesteps.truncated[:, slot]))[0].tolist() == [499]
     assert not bool(jnp.any(timesteps.terminated))
@@ -273,12 +257,12 @@ def test_same_seed_same_trajectory(name):
     keys = jr.split(jr.key(10), 2)
     spec = task_spec(name)
     actions = _uniform_actions(jr.key(11), 60, 2, spec.action_dim)
-    first = _rollout(make_env(name, 2), keys, actions)
-    second = _rollout(make_env(name, 2), keys, actions)
+    first = rollout(make_env(name, 2), keys, actions)
+    second = rollout(make_env(name, 2), keys, actions)
     _assert_trees_equal(first, second)
     obs = first[2].obs
     assert not np.array_equal(obs[:, 0], obs[:, 1]), "slots must get different seeds"
-    other = _rollout(make_env(name, 2), jr.split(jr.key(12), 2), actions)
+    other = rollout(make_env(name, 2), jr.split(jr.key(12), 2), actions)
     assert not np.array_equal(other[2].obs, obs), "different keys must give different episodes"
 
 
@@ -370,7 +354,7 @@ def test_host_state_moves_to_a_fresh_instance_across_an_episode_end():
     # RandomState: both must travel with the host state.
     keys = jr.split(jr.key(18), 2)
     env = make_env("dmc/reacher-easy", 2)
-    _, state, _, _ = _rollout(env, keys, _uniform_actions(jr.key(19), 495, 2, 2))
+    _, state, _, _ = rollout(env, keys, _uniform_actions(jr.key(19), 495, 2, 2))
     blob = env.save_host_state()
     later = _uniform_actions(jr.key(20), 10, 2, 2)
     step = lambda env: jax.jit(lambda s, a: jax.lax.scan(lambda s, a: env.step(s, a), s, a))

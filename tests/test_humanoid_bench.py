@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import rollout
 
 from pompc_eqx.envs import EnvSpec, MissingDependencyError, UnknownTaskError, make_env, task_spec
 from pompc_eqx.envs.host import slot_seeds
@@ -21,6 +22,7 @@ from pompc_eqx.envs.humanoid_bench import (
     humanoid_bench_available,
     import_humanoid_bench,
 )
+
 
 gym = pytest.importorskip("gymnasium")
 
@@ -51,21 +53,6 @@ def real_hb():
         return import_humanoid_bench()
     except MissingDependencyError as error:
         pytest.skip(f"HumanoidBench is not installed ({error})")
-
-
-def _rollout(env, keys, actions):
-    @jax.jit
-    def run(keys, actions):
-        state, obs = env.reset(keys)
-
-        def body(state, action):
-            state, timestep = env.step(state, action)
-            return state, (timestep, state.t)
-
-        final_state, (timesteps, t) = jax.lax.scan(body, state, actions)
-        return obs, final_state, timesteps, t
-
-    return run(keys, actions)
 
 
 def _direct_fake(seed: int):
@@ -128,7 +115,7 @@ def test_fake_spec_and_observations(fake_hb):
 
 def test_fake_termination_ends_the_episode_and_auto_resets(fake_hb):
     env = make_env("hb/h1hand-walk-v0", 2)
-    _, _, timesteps, t = _rollout(env, jr.split(jr.key(1), 2), jnp.zeros((40, 2, 1)))
+    _, _, timesteps, t = rollout(env, jr.split(jr.key(1), 2), jnp.zeros((40, 2, 1)))
     terminated = np.asarray(timesteps.terminated)
     assert not bool(jnp.any(timesteps.truncated))
     for slot in range(2):
@@ -145,7 +132,7 @@ def test_fake_termination_ends_the_episode_and_auto_resets(fake_hb):
 
 def test_fake_truncates_at_1000_steps(fake_hb):
     env = make_env("hb/h1hand-walk-v0", 1)
-    _, _, timesteps, t = _rollout(env, jr.split(jr.key(2), 1), jnp.ones((1002, 1, 1)))
+    _, _, timesteps, t = rollout(env, jr.split(jr.key(2), 1), jnp.ones((1002, 1, 1)))
     assert np.nonzero(np.asarray(timesteps.truncated[:, 0]))[0].tolist() == [999]
     assert not bool(jnp.any(timesteps.terminated))
     assert t[999, 0] == 0 and t[1001, 0] == 2
@@ -190,7 +177,7 @@ def test_real_h1hand_walk(real_hb):
     env = make_env("hb/h1hand-walk-v0", 2)
     assert env.spec == EnvSpec("hb/h1hand-walk-v0", 151, 61, 1000, 1, True)
     actions = jr.uniform(jr.key(5), (150, 2, 61), minval=-1.0, maxval=1.0)
-    _, _, timesteps, t = _rollout(env, jr.split(jr.key(6), 2), actions)
+    _, _, timesteps, t = rollout(env, jr.split(jr.key(6), 2), actions)
     assert bool(jnp.all(jnp.isfinite(timesteps.obs)))
     # Random actions make h1hand fall within about 100 steps.
     ends = np.nonzero(np.asarray(timesteps.terminated[:, 0]))[0]

@@ -13,6 +13,7 @@ import pytest
 
 from pompc_eqx.math import RunningScale, TwoHot, symexp, symlog
 
+
 TWO_HOT = TwoHot(num_bins=101, vmin=-10.0, vmax=10.0)
 
 

@@ -14,6 +14,7 @@ from pompc_eqx.config import MODEL_SIZES, PRESETS
 from pompc_eqx.networks import MLP, Ensemble, NormedLinear, SimNorm, mish
 from pompc_eqx.world_model import count_params, ensemble_values, make_networks, random_pair
 
+
 CARTPOLE = dict(obs_dim=5, action_dim=1, episode_length=500)
 
 

@@ -15,6 +15,7 @@ from pompc_eqx.math import TwoHot
 from pompc_eqx.planner import elite_update, plan, reanalyze, shift_warm_start, trajectory_values
 from pompc_eqx.world_model import Networks, ensemble_values, make_networks
 
+
 DISCOUNT = 0.9
 
 

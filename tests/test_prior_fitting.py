@@ -34,6 +34,7 @@ from pompc_eqx.distributions import ClippedGaussian, ClippedGaussianFamily, kl_d
 from pompc_eqx.math import RunningScale
 from pompc_eqx.world_model import PolicyNet
 
+
 MODES = (-0.6, 0.6)
 LATENT = 16
 

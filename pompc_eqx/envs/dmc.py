@@ -22,6 +22,7 @@ from jaxtyping import Float, UInt8
 from .base import EnvSpec
 from .host import AbstractHostSlot, HostBatch, HostEnv
 
+
 ACTION_REPEAT = 2
 EPISODE_LENGTH = 500
 

@@ -27,6 +27,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, Key, UInt8
 
 from .base import AbstractEnv, EnvSpec, TimeStep
 
+
 _MAX_SEED = 2**31 - 1
 _STATE_FORMAT = 1
 

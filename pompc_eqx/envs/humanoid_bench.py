@@ -35,6 +35,7 @@ from .base import EnvSpec
 from .errors import MissingDependencyError, UnknownTaskError
 from .host import AbstractHostSlot, HostBatch, HostEnv
 
+
 INSTALL_HINT = (
     "clone https://github.com/carlosferrazza/humanoid-bench, then run "
     '`pip install --no-deps -e <clone>` and `pip install "pompc-eqx[humanoid]"` '

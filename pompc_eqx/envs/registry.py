@@ -15,6 +15,7 @@ from .base import AbstractEnv, EnvSpec
 from .errors import MissingDependencyError, UnknownTaskError
 from .jax_envs import JAX_TASKS, jax_task_spec, make_jax_env
 
+
 PREFIXES: tuple[str, ...] = ("jax/", "dmc/", "hb/")
 
 

@@ -15,6 +15,7 @@ import mujoco
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
+
 FAKE_IDS = ("h1hand-walk-v0", "h1hand-stand-v0")
 MAX_EPISODE_STEPS = 1000
 OBS_DIM = 4
