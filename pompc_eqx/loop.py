@@ -4,7 +4,8 @@ Shape of the computation: `lax.scan` over agent steps; inside each step every pe
 function (planning, buffer writes, sampling, reanalyze, update) is `vmap`ped over the seed
 axis, while the environment is stepped once for the whole seed batch (a vmapped JAX task or
 one host callback). The schedule (seed phase, pretraining burst, reanalyze every k updates) is
-driven by *unbatched* counters, so `lax.switch` executes only the active branch.
+driven by *unbatched* counters, so each `lax.cond` (and the burst's `fori_loop`) runs only
+what is active at that step, even under the seed `vmap`.
 """
 
 import equinox as eqx
