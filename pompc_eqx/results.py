@@ -10,10 +10,13 @@ import datetime
 import json
 import math
 import pathlib
+import shlex
 import subprocess
 
 import numpy as np
 from scipy import stats
+
+from pompc_eqx.checkpoint import atomic_write
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +121,21 @@ def final_table(curves: list[Curve], task: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def train_metric_table(run_dirs: list[pathlib.Path], metrics: list[str]) -> str:
+    """Markdown table of `train.csv` columns averaged over every logged window and seed."""
+    lines = ["| run | " + " | ".join(f"{m} (mean over windows and seeds)" for m in metrics) + " |"]
+    lines.append("|---" * (len(metrics) + 1) + "|")
+    for d in run_dirs:
+        cells = []
+        for metric in metrics:
+            try:
+                cells.append(f"{np.nanmean(train_curve(d, metric).values):.3g}")
+            except ValueError:
+                cells.append("n/a")
+        lines.append(f"| {variant_label(read_config(d))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_curves(curves: list[Curve], path: pathlib.Path, title: str, ylabel: str = "evaluation return") -> None:
     """Mean and 95% CI over seeds against env steps (agent steps on a second axis)."""
     import matplotlib
@@ -149,13 +167,26 @@ def plot_curves(curves: list[Curve], path: pathlib.Path, title: str, ylabel: str
     plt.close(fig)
 
 
-def git_commit(repo: pathlib.Path) -> str:
-    """The short commit hash, flagged when tracked files have uncommitted changes."""
+def git_commit(repo: pathlib.Path, ignore: pathlib.Path | None = None) -> str:
+    """The short commit hash, flagged when tracked files (outside `ignore`, e.g. the results
+    page being written) have uncommitted changes."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
+    pathspec = ["--", ".", f":(exclude){ignore.resolve()}"] if ignore is not None else []
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+        ["git", "status", "--porcelain", "--untracked-files=no", *pathspec], cwd=repo, capture_output=True, text=True
     )
     return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def script_command(script: str, argv: list[str]) -> str:
+    """The command line that ran `scripts/<script>`, quoted so that it can be pasted into a shell."""
+    return shlex.join(["python", f"scripts/{script}", *argv])
+
+
+def page_notes(notes: str, notes_file: pathlib.Path | None) -> str:
+    """A page's notes: `--notes TEXT`, or the markdown in `--notes-file` (which keeps long
+    notes out of the command line the page shows)."""
+    return notes_file.read_text().strip() if notes_file is not None else notes
 
 
 def run_summary(run_dir: pathlib.Path) -> str:
@@ -187,7 +218,7 @@ def write_page(
         "",
         f"Command: `{command}`",
         "",
-        f"Commit `{git_commit(repo)}` · written {datetime.date.today().isoformat()} · {run_summary(run_dirs[0])}.",
+        f"Commit `{git_commit(repo, ignore=path.parent)}` · written {datetime.date.today().isoformat()} · {run_summary(run_dirs[0])}.",
         "",
     ]
     if notes:
@@ -197,4 +228,5 @@ def write_page(
         lines += ["", "Wall time per run (one process each, on a 2-core CPU):", "", "| run | wall time |", "|---|---|"]
         lines += [f"| {name} | {seconds / 60:.1f} min |" for name, seconds in wall_times.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    with atomic_write(path, "w") as f:
+        f.write("\n".join(lines) + "\n")

@@ -26,7 +26,16 @@ import sys
 import time
 
 from pompc_eqx.checkpoint import latest_checkpoint, read_metadata
-from pompc_eqx.results import eval_curve, final_table, plot_curves, train_curves, write_page
+from pompc_eqx.results import (
+    eval_curve,
+    final_table,
+    page_notes,
+    plot_curves,
+    script_command,
+    train_curves,
+    train_metric_table,
+    write_page,
+)
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -73,14 +82,17 @@ def main() -> None:
     parser.add_argument("--priors", nargs="*", default=["learned"], choices=["learned", "replay"])
     parser.add_argument("--prior-losses", nargs="*", default=["reverse"], choices=["reverse", "forward"])
     parser.add_argument("--title", default=None)
-    parser.add_argument("--train-metrics", nargs="*", default=[], help="also plot these train.csv columns")
-    parser.add_argument("--notes", default="", help="a paragraph for the page")
+    parser.add_argument("--train-metrics", nargs="*", default=[], help="also tabulate and plot these train.csv columns")
+    notes_group = parser.add_mutually_exclusive_group()
+    notes_group.add_argument("--notes", default="", help="a paragraph for the page")
+    notes_group.add_argument("--notes-file", type=pathlib.Path, default=None, help="markdown notes for the page, from a file")
     args = parser.parse_args(ours)
+    args.notes = page_notes(args.notes, args.notes_file)
     specs = expand(args)
     if not specs:
         parser.error("no variants: give --variants and/or --lams")
     runs_dir = args.runs_dir or ROOT / "runs" / "grids" / args.out.name
-    command = "python scripts/benchmark_learning.py " + " ".join(argv)
+    command = script_command("benchmark_learning.py", argv)
     timings = {}
     for spec in specs:
         name, train_args = variant_args(spec)
@@ -124,7 +136,10 @@ def write_results(args: argparse.Namespace, specs: list[str], command: str) -> N
         images.append(f"{metric}.png")
     walls = {n: float((d / "wall_time_s.txt").read_text()) for n, d in zip(names, page_runs) if (d / "wall_time_s.txt").exists()}
     notes = args.notes + ("\n\n" if args.notes else "") + "Per-run `eval.csv`, `train.csv` and `config.json` are in `runs/`."
-    write_page(args.out / "README.md", title, command, ROOT, page_runs, final_table(curves, args.task), images, notes, walls)
+    table = final_table(curves, args.task)
+    if args.train_metrics:
+        table += "\n" + train_metric_table(page_runs, args.train_metrics)
+    write_page(args.out / "README.md", title, command, ROOT, page_runs, table, images, notes, walls)
     print(f"wrote {args.out / 'README.md'}")
 
 

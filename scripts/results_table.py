@@ -13,8 +13,11 @@ import sys
 from pompc_eqx.results import (
     eval_curve,
     final_table,
+    page_notes,
     plot_curves,
     read_config,
+    script_command,
+    train_metric_table,
     train_curves,
     write_page,
 )
@@ -30,16 +33,22 @@ def main() -> None:
     parser.add_argument("--plot", type=pathlib.Path, default=None, help="write the evaluation curves here (PNG)")
     parser.add_argument(
         "--train-metrics", nargs="*", default=[],
-        help="also plot these train.csv columns (e.g. kl_mean kl_std: the paper's Fig. 7), next to --plot",
+        help="also tabulate these train.csv columns (mean over windows and seeds) and, with --plot,"
+        " plot them next to it (e.g. kl_mean kl_std: the paper's Fig. 7)",
     )
     parser.add_argument("--title", default=None)
     parser.add_argument("--page", type=pathlib.Path, default=None, help="also write a results page (markdown) here")
-    parser.add_argument("--notes", default="", help="a paragraph for the page")
+    notes_group = parser.add_mutually_exclusive_group()
+    notes_group.add_argument("--notes", default="", help="a paragraph for the page")
+    notes_group.add_argument("--notes-file", type=pathlib.Path, default=None, help="markdown notes for the page, from a file")
     args = parser.parse_args()
-    command = "python scripts/results_table.py " + " ".join(sys.argv[1:])
+    notes = page_notes(args.notes, args.notes_file)
+    command = script_command("results_table.py", sys.argv[1:])
     curves = [eval_curve(d) for d in args.run_dirs]
     task = args.task or read_config(args.run_dirs[0])["task"]
     table = final_table(curves, task)
+    if args.train_metrics:
+        table += "\n" + train_metric_table(args.run_dirs, args.train_metrics)
     print(table, end="")
     images = []
     if args.plot is not None:
@@ -52,7 +61,7 @@ def main() -> None:
         print("wrote " + ", ".join(map(str, images)))
     if args.page is not None:
         relative = [os.path.relpath(i, args.page.parent) for i in images]
-        write_page(args.page, args.title or task, command, ROOT, args.run_dirs, table, relative, args.notes)
+        write_page(args.page, args.title or task, command, ROOT, args.run_dirs, table, relative, notes)
         print(f"wrote {args.page}")
 
 
