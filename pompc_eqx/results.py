@@ -171,7 +171,8 @@ def git_commit(repo: pathlib.Path, ignore: pathlib.Path | None = None) -> str:
     """The short commit hash, flagged when tracked files (outside `ignore`, e.g. the results
     page being written) have uncommitted changes."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
-    pathspec = ["--", ".", f":(exclude){ignore.resolve()}"] if ignore is not None else []
+    inside = ignore is not None and ignore.resolve().is_relative_to(repo.resolve())
+    pathspec = ["--", ".", f":(exclude){ignore.resolve()}"] if inside else []
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no", *pathspec], cwd=repo, capture_output=True, text=True
     )

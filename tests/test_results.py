@@ -115,6 +115,7 @@ def test_commit_stamp_ignores_the_page_being_written_but_not_other_changes(tmp_p
     assert "uncommitted" in git_commit(repo)
     (repo / "code.py").write_text("x = 2\n")
     assert git_commit(repo, ignore=repo / "docs" / "page").endswith("(with uncommitted changes)")
+    assert git_commit(repo, ignore=tmp_path / "elsewhere").endswith("(with uncommitted changes)")
 
 
 def test_write_page_names_command_table_and_wall_times(tmp_path):
