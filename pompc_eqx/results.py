@@ -12,6 +12,7 @@ import math
 import pathlib
 import shlex
 import subprocess
+import textwrap
 
 import numpy as np
 from scipy import stats
@@ -149,10 +150,10 @@ def plot_curves(curves: list[Curve], path: pathlib.Path, title: str, ylabel: str
         mean = np.array([m for m, _ in stats_])
         ci = np.nan_to_num(np.array([h for _, h in stats_]))
         ax.plot(c.env_steps, mean, label=f"{c.label} (n={len(c.seeds)})")
-        ax.fill_between(c.env_steps, mean - ci, mean + ci, alpha=0.2)
+        ax.fill_between(c.env_steps, mean - ci, mean + ci, alpha=min(0.2, 0.8 / len(curves)))
     ax.set_xlabel("env steps")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=10)
     if curves and curves[0].env_steps[-1] != curves[0].agent_steps[-1]:
         repeat = curves[0].env_steps[-1] / curves[0].agent_steps[-1]
         top = ax.secondary_xaxis("top", functions=(lambda x: x / repeat, lambda x: x * repeat))
