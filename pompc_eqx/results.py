@@ -4,6 +4,7 @@ A run directory is what `scripts/train.py` writes: `config.json`, `eval.csv` (on
 evaluation episode) and `train.csv` (one row per logging window per seed).
 """
 
+import argparse
 import csv
 import dataclasses
 import datetime
@@ -137,6 +138,26 @@ def train_metric_table(run_dirs: list[pathlib.Path], metrics: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def eval_table(curves: list[Curve]) -> str:
+    """Markdown table of the mean over seeds at every evaluation, one column per agent step."""
+    steps = sorted({int(s) for c in curves for s in c.agent_steps})
+    lines = ["| method | " + " | ".join(f"{s:,}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+    for c in curves:
+        means = {int(s): mean_ci(c.values[:, j])[0] for j, s in enumerate(c.agent_steps)}
+        lines.append(f"| {c.label} | " + " | ".join(f"{means[s]:.0f}" if s in means else "" for s in steps) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def page_tables(curves: list[Curve], run_dirs: list[pathlib.Path], task: str, args: argparse.Namespace) -> str:
+    """A page's tables: the Table-1-style finals, then what `add_page_arguments` asked for."""
+    table = final_table(curves, task)
+    if args.every_eval:
+        table += "\n**Mean over seeds at every evaluation** (columns: agent steps)\n\n" + eval_table(curves)
+    if args.train_metrics:
+        table += "\n" + train_metric_table(run_dirs, args.train_metrics)
+    return table
+
+
 def plot_curves(curves: list[Curve], path: pathlib.Path, title: str, ylabel: str = "evaluation return") -> None:
     """Mean and 95% CI over seeds against env steps (agent steps on a second axis)."""
     import matplotlib
@@ -185,10 +206,24 @@ def script_command(script: str, argv: list[str]) -> str:
     return shlex.join(["python", f"scripts/{script}", *argv])
 
 
-def page_notes(notes: str, notes_file: pathlib.Path | None) -> str:
+def add_page_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by the scripts that write results pages."""
+    parser.add_argument("--title", default=None)
+    parser.add_argument(
+        "--train-metrics", nargs="*", default=[],
+        help="also tabulate these train.csv columns (mean over windows and seeds) and plot them"
+        " (e.g. kl_mean kl_std: the paper's Fig. 7)",
+    )
+    parser.add_argument("--every-eval", action="store_true", help="also tabulate the mean over seeds at every evaluation")
+    notes = parser.add_mutually_exclusive_group()
+    notes.add_argument("--notes", default="", help="a paragraph for the page")
+    notes.add_argument("--notes-file", type=pathlib.Path, default=None, help="markdown notes for the page, from a file")
+
+
+def page_notes(args: argparse.Namespace) -> str:
     """A page's notes: `--notes TEXT`, or the markdown in `--notes-file` (which keeps long
     notes out of the command line the page shows)."""
-    return notes_file.read_text().strip() if notes_file is not None else notes
+    return args.notes_file.read_text().strip() if args.notes_file is not None else args.notes
 
 
 def run_summary(run_dir: pathlib.Path) -> str:

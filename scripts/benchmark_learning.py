@@ -27,13 +27,13 @@ import time
 
 from pompc_eqx.checkpoint import latest_checkpoint, read_metadata
 from pompc_eqx.results import (
+    add_page_arguments,
     eval_curve,
-    final_table,
     page_notes,
+    page_tables,
     plot_curves,
     script_command,
     train_curves,
-    train_metric_table,
     write_page,
 )
 
@@ -81,13 +81,8 @@ def main() -> None:
     parser.add_argument("--lams", nargs="*", default=[], help="add pompc variants with these lambdas")
     parser.add_argument("--priors", nargs="*", default=["learned"], choices=["learned", "replay"])
     parser.add_argument("--prior-losses", nargs="*", default=["reverse"], choices=["reverse", "forward"])
-    parser.add_argument("--title", default=None)
-    parser.add_argument("--train-metrics", nargs="*", default=[], help="also tabulate and plot these train.csv columns")
-    notes_group = parser.add_mutually_exclusive_group()
-    notes_group.add_argument("--notes", default="", help="a paragraph for the page")
-    notes_group.add_argument("--notes-file", type=pathlib.Path, default=None, help="markdown notes for the page, from a file")
+    add_page_arguments(parser)
     args = parser.parse_args(ours)
-    args.notes = page_notes(args.notes, args.notes_file)
     specs = expand(args)
     if not specs:
         parser.error("no variants: give --variants and/or --lams")
@@ -135,10 +130,9 @@ def write_results(args: argparse.Namespace, specs: list[str], command: str) -> N
         plot_curves(train_curves(page_runs, metric), args.out / f"{metric}.png", f"{args.task}: {metric}", metric)
         images.append(f"{metric}.png")
     walls = {n: float((d / "wall_time_s.txt").read_text()) for n, d in zip(names, page_runs) if (d / "wall_time_s.txt").exists()}
-    notes = args.notes + ("\n\n" if args.notes else "") + "Per-run `eval.csv`, `train.csv` and `config.json` are in `runs/`."
-    table = final_table(curves, args.task)
-    if args.train_metrics:
-        table += "\n" + train_metric_table(page_runs, args.train_metrics)
+    notes = page_notes(args)
+    notes += ("\n\n" if notes else "") + "Per-run `eval.csv`, `train.csv` and `config.json` are in `runs/`."
+    table = page_tables(curves, page_runs, args.task, args)
     write_page(args.out / "README.md", title, command, ROOT, page_runs, table, images, notes, walls)
     print(f"wrote {args.out / 'README.md'}")
 

@@ -1,6 +1,7 @@
 """Results pages: curves from run directories, the Table-1-style table, the commit stamp, and
 `scripts/benchmark_learning.py` end to end on a tiny grid."""
 
+import argparse
 import json
 import math
 import pathlib
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 from pompc_eqx.results import (
+    add_page_arguments,
     eval_curve,
+    eval_table,
     final_table,
     git_commit,
     mean_ci,
@@ -92,10 +95,22 @@ def test_script_command_quotes_arguments_for_a_shell():
     )
 
 
-def test_page_notes_from_a_file(tmp_path):
+def test_page_notes_from_a_file_or_inline_but_not_both(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_page_arguments(parser)
     (tmp_path / "notes.md").write_text("\nSome *notes*.\n\n")
-    assert page_notes("", tmp_path / "notes.md") == "Some *notes*."
-    assert page_notes("inline", None) == "inline"
+    assert page_notes(parser.parse_args(["--notes-file", str(tmp_path / "notes.md")])) == "Some *notes*."
+    assert page_notes(parser.parse_args(["--notes", "inline"])) == "inline"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--notes", "inline", "--notes-file", "notes.md"])
+
+
+def test_eval_table_has_the_seed_mean_at_every_evaluation(tmp_path):
+    long = eval_curve(_fake_run(tmp_path / "a", [(1000, 0, 0, 1.0), (1000, 1, 0, 3.0), (2000, 0, 0, 8.0)]))
+    short = eval_curve(_fake_run(tmp_path / "b", [(1000, 0, 0, -5.0)], preset="tdmpc2", lam=0.0))
+    lines = eval_table([long, short]).splitlines()
+    assert lines[0] == "| method | 1,000 | 2,000 |"
+    assert lines[2:] == ["| pompc λ=1 learned/reverse | 2 | 8 |", "| tdmpc2 λ=0 | -5 |  |"]
 
 
 def _git(repo, *args):
@@ -141,13 +156,13 @@ def test_benchmark_learning_runs_a_grid_then_skips_it_when_finished(tmp_path):
     command = [
         sys.executable, str(ROOT / "scripts" / "benchmark_learning.py"), "--task", "jax/pendulum",
         "--out", "page", "--runs-dir", "runs", "--num-seeds", "2", "--variants", "tdmpc2", "pompc",
-        "--notes-file", "notes.md", "--", *SMALL_FLAGS, "--no-aim",
+        "--notes-file", "notes.md", "--every-eval", "--", *SMALL_FLAGS, "--no-aim",
     ]
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     page = (tmp_path / "page" / "README.md").read_text()
     assert "--notes-file notes.md" in page and "These are the notes." in page
-    assert "| tdmpc2 λ=0 |" in page and "| pompc λ=1 learned/reverse |" in page
+    assert page.count("| tdmpc2 λ=0 |") == 2 and page.count("| pompc λ=1 learned/reverse |") == 2  # finals, every eval
     assert (tmp_path / "page" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     for name in ("tdmpc2", "pompc"):
         copied = tmp_path / "page" / "runs" / name
