@@ -108,9 +108,15 @@ class ReplayBuffer(eqx.Module):
         return eqx.tree_at(lambda b: b.pointer, buf, pointer)
 
     def sample_starts(self, batch_size: int, *, key: Key[Array, ""]) -> Int[Array, " batch"]:
-        """Uniform over valid start rows (requires at least one)."""
-        p = self.valid_start.astype(jnp.float32)
-        return jr.choice(key, self.capacity, (batch_size,), p=p / jnp.sum(p))
+        """Uniform over valid start rows (requires at least one).
+
+        Draws the k-th valid row by an integer count, not `jr.choice(p=...)`: its float32
+        cumulative sum over the whole buffer can round upward across a run of invalid rows and
+        return one of them (an empty row, whose zero planner std made the KL terms NaN).
+        """
+        counts = jnp.cumsum(self.valid_start.astype(jnp.int32))
+        k = jr.randint(key, (batch_size,), 0, counts[-1])
+        return jnp.searchsorted(counts, k, side="right").astype(jnp.int32)
 
     def gather(self, starts: Int[Array, " batch"]) -> Batch:
         """The time-major batch of rows starts + 0..H."""

@@ -55,6 +55,8 @@ RESUMABLE = (
 )
 # Update metrics that are NaN by design during the pretraining burst (not trained there).
 _POLICY_PREFIXES = ("pi_", "prior_", "kl_")
+# Per-step metrics that are bookkeeping, not update terms (not logged as window means).
+_BOOKKEEPING = ("episode_return", "num_updates", "pretrain", "nonfinite_action")
 
 
 class ConfigError(ValueError):
@@ -216,26 +218,30 @@ def check_finite(metrics: dict[str, np.ndarray], first_step: int, seeds: list[in
     """Raise `NonFiniteError` naming the term, seed and agent step of the first bad value.
 
     Metrics are (step, seed). Steps without an update are NaN placeholders and skipped; in the
-    pretraining burst only the world-model terms are trained and checked.
+    pretraining burst only the world-model terms are trained and checked. A non-finite action
+    (flagged by `nonfinite_action`; the simulator got 0 instead) counts as a bad value too.
     """
     num_learn = metrics["num_updates"][:, 0]
     burst = metrics["pretrain"][:, 0] > 0
-    first = None  # (step index, seed index, name) of the earliest bad value
-    for name, values in metrics.items():
-        if name in ("episode_return", "num_updates", "pretrain", "plan_std"):
+    first = None  # (step index, seed index, description) of the earliest bad value
+    # Actions first: at one step the action is taken before the update.
+    for name in sorted(metrics, key=lambda n: n != "nonfinite_action"):
+        values = metrics[name]
+        if name == "nonfinite_action":
+            bad = values > 0
+        elif name in _BOOKKEEPING or name == "plan_std":
             continue
-        checked = (num_learn > 0) & ~(burst & name.startswith(_POLICY_PREFIXES))
-        bad = np.isnan(values) if name == "lam" else ~np.isfinite(values)
-        bad &= checked[:, None]
+        else:
+            checked = (num_learn > 0) & ~(burst & name.startswith(_POLICY_PREFIXES))
+            bad = np.isnan(values) if name == "lam" else ~np.isfinite(values)
+            bad &= checked[:, None]
         if bad.any():
             t, s = np.argwhere(bad)[0]
             if first is None or t < first[0]:
-                first = (t, s, name)
+                first = (t, s, "action" if name == "nonfinite_action" else f"{name} ({values[t, s]})")
     if first is not None:
-        t, s, name = first
-        raise NonFiniteError(
-            f"non-finite {name} ({metrics[name][t, s]}) for seed {seeds[s]} at agent step {first_step + t + 1}"
-        )
+        t, s, what = first
+        raise NonFiniteError(f"non-finite {what} for seed {seeds[s]} at agent step {first_step + t + 1}")
 
 
 def _window_rows(
@@ -252,7 +258,7 @@ def _window_rows(
         row["episode_return"] = float(finished.mean()) if finished.size else None
         row["steps_per_second"] = steps / seconds
         for name, values in sorted(metrics.items()):
-            if name in ("episode_return", "num_updates", "pretrain"):
+            if name in _BOOKKEEPING:
                 continue
             column = values[:, i]
             column = column[~np.isnan(column)]

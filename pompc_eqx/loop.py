@@ -137,7 +137,8 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
     """A pure function `LoopState -> (LoopState, per-step metrics)` for `num_steps` agent steps.
 
     Per-step metrics have shape (num_steps, seed): every update metric (NaN where no update
-    ran), `episode_return` (NaN unless an episode ended), `plan_std` (mean sigma_0).
+    ran), `episode_return` (NaN unless an episode ended), `plan_std` (mean sigma_0) and
+    `nonfinite_action` (1 where the agent's action was not finite and 0 was executed).
     """
     action_dim, max_std = cfg.action_dim, cfg.planner.max_std
     vlearn = eqx.filter_vmap(
@@ -171,6 +172,10 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
             split = jax.vmap(lambda k: jr.split(k, 3))(seeds.key)
             next_key, act_key, learn_key = split[:, 0], split[:, 1], split[:, 2]
             action, plan_mean, plan_std, warm = act(seeds, state.step, act_key)
+            # A non-finite action never reaches the simulator (MuJoCo rejects it mid-chunk):
+            # 0 is sent instead and the step is reported, so the host raises NonFiniteError.
+            finite_action = jnp.all(jnp.isfinite(action), axis=-1)
+            action = jnp.where(finite_action[:, None], action, 0.0)
             env_state, ts = env.step(state.env_state, action)
             stored_term = ts.terminated if cfg.episodic else jnp.zeros_like(ts.terminated)
             buffer = eqx.filter_vmap(
@@ -201,6 +206,7 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
             metrics = dict(metrics)
             metrics["episode_return"] = jnp.where(done, episode_return, jnp.nan)
             metrics["plan_std"] = jnp.mean(plan_std, axis=-1)
+            metrics["nonfinite_action"] = (~finite_action).astype(jnp.int32)
             num_seeds = done.shape[0]
             metrics["num_updates"] = jnp.broadcast_to(num_learn, (num_seeds,))
             metrics["pretrain"] = jnp.broadcast_to(is_burst.astype(jnp.int32), (num_seeds,))

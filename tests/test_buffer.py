@@ -84,6 +84,29 @@ def test_sampled_sequences_never_cross_episodes():
     np.testing.assert_allclose(np.asarray(batch.reward), obs[:-1, :, 1])
 
 
+def test_sampling_is_uniform_over_valid_starts():
+    valid = np.asarray(jr.bernoulli(jr.key(3), 0.3, (1000,)))
+    buf = eqx.tree_at(lambda b: b.valid_start, ReplayBuffer.empty(1000, 2, 1, H), jnp.asarray(valid))
+    starts = np.asarray(buf.sample_starts(200_000, key=jr.key(4)))
+    assert valid[starts].all()
+    counts = np.bincount(starts, minlength=1000)[valid]
+    expected = starts.size / valid.sum()
+    # Every valid row within 5 binomial standard deviations of its expected count.
+    assert np.abs(counts - expected).max() < 5 * np.sqrt(expected)
+
+
+def test_sampling_never_returns_a_row_of_zero_probability():
+    # The replay layout and key under which jr.choice(p=...) drew the empty row 20240 (its
+    # float32 cumulative sum rounds upward inside the run of invalid rows): 39 finished
+    # episodes of 500 steps + final row, and 449 valid starts of the current one.
+    capacity, rows = 50_102, np.arange(50_102)
+    valid = ((rows % 501 <= 497) & (rows < 19_539)) | ((rows >= 19_539) & (rows <= 19_987))
+    buf = eqx.tree_at(lambda b: b.valid_start, ReplayBuffer.empty(capacity, 5, 1, H), jnp.asarray(valid))
+    key = jr.wrap_key_data(jnp.array([4287256790, 2684500112], jnp.uint32))
+    for k in [key, *jr.split(key, 20)]:
+        assert valid[np.asarray(buf.sample_starts(256, key=k))].all()
+
+
 def test_final_observation_row_and_terminal_flag():
     buf, _ = _fill([5], 10, terminate_last=True)
     obs = np.asarray(buf.obs)

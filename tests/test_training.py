@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import equinox as eqx
 import jax
 import numpy as np
 import pytest
@@ -185,6 +186,11 @@ def test_check_finite_skips_placeholders_and_reports_first_bad_value():
     metrics["pi_loss"][4, 1] = np.inf
     with pytest.raises(NonFiniteError, match="pi_loss .* seed 8 at agent step 105"):
         check_finite(metrics, 100, [7, 8])
+    # An action is taken before the update of its step: it is named first.
+    metrics["nonfinite_action"] = np.zeros((steps, seeds), np.int32)
+    metrics["nonfinite_action"][4, 1] = 1
+    with pytest.raises(NonFiniteError, match="non-finite action for seed 8 at agent step 105"):
+        check_finite(metrics, 100, [7, 8])
 
 
 def _cli(*args, cwd):
@@ -263,6 +269,26 @@ def test_loop_trains_on_dm_control_with_two_seeds():
     # The two seeds are independent simulators: their observations differ.
     obs = np.asarray(state.seeds.obs)
     assert not np.allclose(obs[0], obs[1])
+
+
+def test_nonfinite_action_never_reaches_the_simulator():
+    """Seed 1's encoder is NaN, so its planned actions are NaN: MuJoCo gets 0 instead (it would
+    raise PhysicsError mid-chunk), seed 0 is unaffected, and the host check names seed 1."""
+    cfg = small(task="dmc/cartpole-swingup", num_seeds=2, seed_steps=SEED_STEPS)
+    trainer = Trainer(cfg)
+    state = trainer.init_state()
+    encoder = lambda s: s.seeds.agent.nets.encoder
+    poisoned = jax.tree.map(lambda x: x.at[1].set(np.nan) if eqx.is_inexact_array(x) else x, encoder(state))
+    state = eqx.tree_at(encoder, state, poisoned)
+    state, metrics, finite = trainer.chunk_fn(CHUNK)(state)
+    metrics = jax.device_get(metrics)
+    flags = metrics["nonfinite_action"]
+    assert flags[:SEED_STEPS].sum() == 0, "random seed-phase actions are finite"
+    assert flags[SEED_STEPS:, 1].all() and not flags[:, 0].any()
+    assert np.isfinite(np.asarray(state.seeds.obs)).all()
+    assert list(np.asarray(finite)) == [True, False]
+    with pytest.raises(NonFiniteError, match="seed 1 at agent step"):
+        check_finite(metrics, 0, [0, 1])
 
 
 def test_forward_prior_loss_refuses_tanh_squashed_prior():
