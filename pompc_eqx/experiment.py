@@ -223,24 +223,22 @@ def check_finite(metrics: dict[str, np.ndarray], first_step: int, seeds: list[in
     """
     num_learn = metrics["num_updates"][:, 0]
     burst = metrics["pretrain"][:, 0] > 0
-    first = None  # (step index, seed index, description) of the earliest bad value
-    # Actions first: at one step the action is taken before the update.
-    for name in sorted(metrics, key=lambda n: n != "nonfinite_action"):
-        values = metrics[name]
+    found = []  # (step index, order within the step, seed index, name) of each term's first bad value
+    for name, values in metrics.items():
         if name == "nonfinite_action":
-            bad = values > 0
+            bad, order = values > 0, 0  # the action is taken before the step's update
         elif name in _BOOKKEEPING or name == "plan_std":
             continue
         else:
             checked = (num_learn > 0) & ~(burst & name.startswith(_POLICY_PREFIXES))
-            bad = np.isnan(values) if name == "lam" else ~np.isfinite(values)
-            bad &= checked[:, None]
+            bad = (np.isnan(values) if name == "lam" else ~np.isfinite(values)) & checked[:, None]
+            order = 1
         if bad.any():
             t, s = np.argwhere(bad)[0]
-            if first is None or t < first[0]:
-                first = (t, s, "action" if name == "nonfinite_action" else f"{name} ({values[t, s]})")
-    if first is not None:
-        t, s, what = first
+            found.append((t, order, s, name))
+    if found:
+        t, _, s, name = min(found)
+        what = "action" if name == "nonfinite_action" else f"{name} ({metrics[name][t, s]})"
         raise NonFiniteError(f"non-finite {what} for seed {seeds[s]} at agent step {first_step + t + 1}")
 
 
