@@ -88,6 +88,10 @@ class PlannerConfig:
     max_std: float = 2.0
     temperature: float = 1.0
     """Elite weights are softmax(temperature * value)."""
+    reanalyze_log_std: tuple[float, float] | None = (-2.0, 1.0)
+    """Log-std bounds of the sampling policy when it draws its trajectories inside lazy
+    reanalyze (BMPC's `expl_log_std_min/max`: a wider policy than its own [-3, 1], so the
+    re-planned Gaussians the prior is fitted to keep exploring); `None` keeps the policy's own."""
 
     def num_iterations(self, action_dim: int) -> int:
         bonus = self.extra_iterations if action_dim >= self.large_action_dim else 0
@@ -290,6 +294,7 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
             preset="tdmpc2",
             lam=0.0,
             policy=PolicyConfig(distribution="tanh-gaussian", log_std_min=-10.0, log_std_max=2.0),
+            planner=PlannerConfig(reanalyze_log_std=None),
             loss=LossConfig(policy_latents="horizon+1", pretrain_policy=True),
         ),
     ),
@@ -310,7 +315,8 @@ def config_from_dict(data: dict) -> TrainConfig:
     for field in dataclasses.fields(TrainConfig):
         value = data[field.name]
         if dataclasses.is_dataclass(field.type):
-            value = field.type(**value)
+            # JSON turns tuples into lists; configs must stay hashable (static jit arguments).
+            value = field.type(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
         elif field.name in ("run_dir", "resume", "aim_repo") and value is not None:
             value = pathlib.Path(value)
         kwargs[field.name] = value

@@ -13,7 +13,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, Key
 
 from .config import PlannerConfig
-from .world_model import Networks, ensemble_values, random_pair
+from .world_model import Networks, PolicyNet, ensemble_values, random_pair
 
 
 class Plan(eqx.Module):
@@ -63,12 +63,18 @@ def trajectory_values(
 
 
 def policy_trajectories(
-    nets: Networks, z: Float[Array, " latent"], num: int, horizon: int, *, key: Key[Array, ""]
+    nets: Networks,
+    policy: PolicyNet,
+    z: Float[Array, " latent"],
+    num: int,
+    horizon: int,
+    *,
+    key: Key[Array, ""],
 ) -> Float[Array, "sample horizon action"]:
-    """`num` open-loop action sequences from rolling the sampling policy through the model."""
+    """`num` open-loop action sequences from rolling `policy` through the model."""
 
     def step(z_t, k):
-        a_t = jax.vmap(lambda zz, kk: nets.policy(zz).sample(key=kk))(z_t, jr.split(k, num))
+        a_t = jax.vmap(lambda zz, kk: policy(zz).sample(key=kk))(z_t, jr.split(k, num))
         return jax.vmap(nets.next)(z_t, a_t), a_t
 
     z0 = jnp.broadcast_to(z, (num, z.shape[0]))
@@ -98,6 +104,7 @@ def plan(
     discount: float,
     eval_mode: bool,
     key: Key[Array, ""],
+    trajectory_policy: PolicyNet | None = None,
 ) -> Plan:
     """One MPPI planning call from latent state `z` (spec §4; TD-MPC2 `_plan`).
 
@@ -106,6 +113,9 @@ def plan(
       the start of an episode and in reanalyze). The std always restarts at `max_std`.
     - `eval_mode`: when True the executed action gets no sigma_0 noise (the elite is still
       drawn at random by weight, as in TD-MPC2).
+    - `trajectory_policy`: draws the `num_pi_trajs` trajectories (default: the sampling
+      policy itself; reanalyze passes a wider one). The bootstrap action always comes from
+      the sampling policy.
 
     **Returns:** a `Plan` with the executed action and the final mean and std.
     """
@@ -114,7 +124,8 @@ def plan(
     num_random = cfg.num_samples - cfg.num_pi_trajs
     pi_key, iter_key, choice_key, noise_key = jr.split(key, 4)
     # The policy trajectories are drawn once and re-scored in every iteration.
-    pi_actions = policy_trajectories(nets, z, cfg.num_pi_trajs, horizon, key=pi_key)
+    policy = nets.policy if trajectory_policy is None else trajectory_policy
+    pi_actions = policy_trajectories(nets, policy, z, cfg.num_pi_trajs, horizon, key=pi_key)
 
     def iteration(carry, k):
         mean, std, _, _ = carry
@@ -152,10 +163,16 @@ def reanalyze(
 ) -> tuple[Float[Array, "state action"], Float[Array, "state action"]]:
     """Re-plan many latent states at once from a zero warm start (lazy reanalyze).
 
+    As in BMPC, the policy trajectories come from the sampling policy with its log-std
+    squashed into `cfg.reanalyze_log_std` (when set) instead of its own bounds.
+
     **Returns:** the fresh planner Gaussians `(a_bar_0, sigma_0)` of every state.
     """
     warm = jnp.zeros((cfg.horizon, nets.policy.action_dim))
+    explore = None if cfg.reanalyze_log_std is None else nets.policy.with_log_std_bounds(*cfg.reanalyze_log_std)
     plans = jax.vmap(
-        lambda zz, k: plan(nets, zz, warm, cfg=cfg, discount=discount, eval_mode=False, key=k)
+        lambda zz, k: plan(
+            nets, zz, warm, cfg=cfg, discount=discount, eval_mode=False, key=k, trajectory_policy=explore
+        )
     )(z, jr.split(key, z.shape[0]))
     return plans.mean[:, 0], plans.std[:, 0]

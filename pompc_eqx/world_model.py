@@ -5,6 +5,7 @@ the bootstrap Q ensemble, the KL-regularised Q^lambda ensemble (only for 0 < lam
 the sampling policy pi_s and the adaptive prior pi_p (only when the prior is learned).
 """
 
+import dataclasses
 import math
 
 import equinox as eqx
@@ -38,6 +39,11 @@ class PolicyNet(eqx.Module):
     def __call__(self, z: Float[Array, " latent"]) -> AbstractActionDist:
         mean, raw_log_std = jnp.split(self.mlp(z), 2)
         return self.family(mean, raw_log_std)
+
+    def with_log_std_bounds(self, low: float, high: float) -> "PolicyNet":
+        """The same weights with the raw log-std squashed into [low, high] instead."""
+        family = dataclasses.replace(self.family, log_std_min=low, log_std_max=high)
+        return eqx.tree_at(lambda p: p.family, self, family)
 
 
 def make_q_ensemble(cfg: AgentConfig, *, key: Key[Array, ""]) -> Ensemble:

@@ -244,9 +244,11 @@ def test_reanalyze_equals_individual_plans(getkey):
     key = getkey()
     mean, std = eqx.filter_jit(reanalyze)(nets, zs, cfg=planner, discount=DISCOUNT, key=key)
     assert mean.shape == (5, 2) and std.shape == (5, 2)
+    explore = nets.policy.with_log_std_bounds(*planner.reanalyze_log_std)
     one = eqx.filter_jit(
         lambda n, z, k: plan(
-            n, z, jnp.zeros((3, 2)), cfg=planner, discount=DISCOUNT, eval_mode=False, key=k
+            n, z, jnp.zeros((3, 2)), cfg=planner, discount=DISCOUNT, eval_mode=False, key=k,
+            trajectory_policy=explore,
         )
     )
     for i, k in enumerate(jr.split(key, 5)):
@@ -257,3 +259,32 @@ def test_reanalyze_equals_individual_plans(getkey):
     assert bool(jnp.all((std >= planner.min_std) & (std <= planner.max_std)))
     # states differ -> plans differ (not one plan broadcast to all states)
     assert not np.allclose(mean[0], mean[1])
+
+
+def test_reanalyze_draws_policy_trajectories_with_the_wider_log_std(getkey):
+    """BMPC's exploration bounds: with every sample drawn from a policy pinned at its lowest
+    log-std, the re-planned sigma_0 follows that log-std: exp(-2) with bounds (-2, 1),
+    exp(-3) (the policy's own floor) with None. Same key, so the same noise is scaled by e."""
+    cfg = dataclasses.replace(PRESETS["pompc"][1], model_size="tiny").agent_config(5, 2, 100)
+    nets = make_networks(cfg, key=getkey())
+    out = nets.policy.mlp.out
+    # mean 0 and raw log-std -100 (squashed to the lower bound) in every state
+    nets = eqx.tree_at(
+        lambda n: (n.policy.mlp.out.weight, n.policy.mlp.out.bias),
+        nets,
+        (jnp.zeros_like(out.weight), jnp.concatenate([jnp.zeros(2), jnp.full(2, -100.0)])),
+    )
+    zs = jax.vmap(nets.encode)(jr.normal(getkey(), (6, 5)))
+    key = getkey()
+
+    def sigma0(bounds):
+        planner = PlannerConfig(
+            num_samples=64, num_pi_trajs=64, num_elites=64, iterations=1, min_std=1e-6,
+            temperature=0.0, reanalyze_log_std=bounds,
+        )
+        return eqx.filter_jit(reanalyze)(nets, zs, cfg=planner, discount=DISCOUNT, key=key)[1]
+
+    own, wide = sigma0(None), sigma0((-2.0, 1.0))
+    # uniform weights over all 64 policy samples: sigma_0 is their spread, about exp(log-std)
+    assert 0.6 * np.exp(-3.0) < float(own.mean()) < 1.4 * np.exp(-3.0)
+    np.testing.assert_allclose(wide, np.e * own, rtol=1e-4)

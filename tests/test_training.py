@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from pompc_eqx.checkpoint import CheckpointError
-from pompc_eqx.config import PRESETS, TrainConfig
-from pompc_eqx.experiment import ConfigError, NonFiniteError, Trainer, check_finite, run
+from pompc_eqx.config import PRESETS, TrainConfig, config_from_dict
+from pompc_eqx.experiment import ConfigError, NonFiniteError, Trainer, check_finite, config_dict, run
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -238,6 +238,15 @@ def test_cli_rejects_bad_input_with_one_line(args, expected, tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
     assert expected in lines[0]
+
+
+@pytest.mark.parametrize("preset", ["tdmpc2", "bmpc", "pompc"])
+def test_config_survives_its_json_round_trip(preset):
+    """config.json -> TrainConfig gives back an equal, hashable config (tuples stay tuples)."""
+    cfg = PRESETS[preset][1]
+    back = config_from_dict(json.loads(json.dumps(config_dict(cfg))))
+    assert back == cfg
+    assert hash(back.planner) == hash(cfg.planner)
 
 
 def test_cli_help_documents_options(tmp_path):
