@@ -19,6 +19,7 @@ import numpy as np
 from scipy import stats
 
 from pompc_eqx.checkpoint import atomic_write
+from pompc_eqx.config import PlannerConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,13 @@ def variant_label(config: dict) -> str:
     label = f"{config['preset']} λ={lam_text}"
     if lam != 0:
         label += f" {config['prior']}" + (f"/{config['prior_loss']}" if config["prior"] == "learned" else "")
+        if "planner" in config:
+            # Absent in runs made before the option existed, which used the policy's own bounds.
+            bounds = config["planner"].get("reanalyze_log_std")
+            if bounds is None:
+                label += " (reanalyze log-std: own)"
+            elif tuple(bounds) != PlannerConfig().reanalyze_log_std:
+                label += f" (reanalyze log-std: [{bounds[0]:g}, {bounds[1]:g}])"
     return label
 
 

@@ -82,6 +82,11 @@ def test_train_metric_table_averages_windows_and_seeds(tmp_path):
         ({"preset": "bmpc", "lam": "inf", "prior": "replay"}, "bmpc λ=∞ replay"),
         ({"lam": 0.1, "prior_loss": "forward"}, "pompc λ=0.1 learned/forward"),
         ({"lam": "auto"}, "pompc λ=auto learned/reverse"),
+        ({"planner": {"reanalyze_log_std": [-2.0, 1.0]}}, "pompc λ=1 learned/reverse"),
+        ({"planner": {"reanalyze_log_std": None}}, "pompc λ=1 learned/reverse (reanalyze log-std: own)"),
+        ({"planner": {}}, "pompc λ=1 learned/reverse (reanalyze log-std: own)"),
+        ({"planner": {"reanalyze_log_std": [-2.5, 1.0]}}, "pompc λ=1 learned/reverse (reanalyze log-std: [-2.5, 1])"),
+        ({"preset": "tdmpc2", "lam": 0.0, "planner": {"reanalyze_log_std": None}}, "tdmpc2 λ=0"),
     ],
 )
 def test_variant_label(config, label):
