@@ -73,14 +73,18 @@ class Optimizers(eqx.Module):
     prior: optax.GradientTransformation = eqx.field(static=True)
 
 
-@ft.lru_cache(maxsize=None)
+@ft.cache
 def make_optimizers(cfg: AgentConfig) -> Optimizers:
     """Adam for each part, each with its own global-norm clip (cached: same object, no retrace)."""
     o = cfg.optim
     return Optimizers(
         world_model=optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adam(o.lr)),
-        policy=optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adam(o.lr, eps=o.policy_eps)),
-        prior=optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adam(o.lr, eps=o.policy_eps)),
+        policy=optax.chain(
+            optax.clip_by_global_norm(o.grad_clip), optax.adam(o.lr, eps=o.policy_eps)
+        ),
+        prior=optax.chain(
+            optax.clip_by_global_norm(o.grad_clip), optax.adam(o.lr, eps=o.policy_eps)
+        ),
     )
 
 
@@ -123,13 +127,18 @@ def _keys2(key: Key[Array, ""], t: int, b: int) -> Key[Array, "t b"]:
     return jr.split(key, (t, b))
 
 
-def _replay_prior(mean: Float[Array, " action"], std: Float[Array, " action"]) -> AbstractActionDist:
+def _replay_prior(
+    mean: Float[Array, " action"], std: Float[Array, " action"]
+) -> AbstractActionDist:
     """The stored planner Gaussian N(a_bar, sigma) used directly as the prior (BMPC)."""
     return ClippedGaussian(loc=mean, scale=std)
 
 
 def _prior_dists(
-    prior: PolicyNet | None, z: Float[Array, "t b latent"], mean: Float[Array, "t b action"], std: Float[Array, "t b action"]
+    prior: PolicyNet | None,
+    z: Float[Array, "t b latent"],
+    mean: Float[Array, "t b action"],
+    std: Float[Array, "t b action"],
 ) -> AbstractActionDist:
     """pi_p at latents z: the learned prior network, or the stored planner Gaussians."""
     if prior is None:
@@ -137,7 +146,9 @@ def _prior_dists(
     return _vmap2(lambda zz: prior(zz))(z)
 
 
-def _kl2(p: AbstractActionDist, q: AbstractActionDist, cfg: AgentConfig, key: Key[Array, ""]) -> Float[Array, "t b"]:
+def _kl2(
+    p: AbstractActionDist, q: AbstractActionDist, cfg: AgentConfig, key: Key[Array, ""]
+) -> Float[Array, "t b"]:
     t, b = p.loc.shape[:2]
     fn = lambda pp, qq, k: kl_divergence(pp, qq, reduction=cfg.loss.kl_reduction, key=k)
     return _vmap2(fn)(p, q, _keys2(key, t, b))
@@ -149,7 +160,12 @@ def _weights(n: int, rho: float) -> Float[Array, " t"]:
 
 
 def td_targets(
-    state: AgentState, batch: Batch, z_next: Float[Array, "horizon batch latent"], cfg: AgentConfig, *, key: Key[Array, ""]
+    state: AgentState,
+    batch: Batch,
+    z_next: Float[Array, "horizon batch latent"],
+    cfg: AgentConfig,
+    *,
+    key: Key[Array, ""],
 ) -> tuple[Float[Array, "horizon batch"], Float[Array, "horizon batch"] | None]:
     """TD targets of Eq. 15 (Q) and Eq. 17 (Q^lambda), from z' = h(o_{t+1}) (no gradient).
 
@@ -165,7 +181,9 @@ def td_targets(
 
     def pair_min(target: Ensemble, k: Key[Array, ""]) -> Float[Array, "horizon batch"]:
         pair = target.subset(random_pair(k, target.num_members))
-        return _vmap2(lambda zz, aa: jnp.min(ensemble_values(pair, nets.two_hot, zz, aa)))(z_next, a_next)
+        return _vmap2(lambda zz, aa: jnp.min(ensemble_values(pair, nets.two_hot, zz, aa)))(
+            z_next, a_next
+        )
 
     td = batch.reward + bootstrap * pair_min(state.target_q, pair_key)
     if state.target_qlam is None:
@@ -207,7 +225,9 @@ def world_model_loss(
     reward_logits = _vmap2(nets.reward_logits)(zs[:-1], batch.action)
     reward_loss = jnp.sum(w * jnp.mean(_vmap2(ce)(reward_logits, batch.reward), axis=1))
 
-    def ensemble_ce(ensemble: Ensemble, target: Float[Array, "horizon batch"], k: Key[Array, ""]) -> Float[Array, ""]:
+    def ensemble_ce(
+        ensemble: Ensemble, target: Float[Array, "horizon batch"], k: Key[Array, ""]
+    ) -> Float[Array, ""]:
         # All heads, dropout on (training mode); normalised by H * num_heads.
         za = jnp.concatenate([zs[:-1], batch.action], axis=-1)
         logits = _vmap2(lambda x, kk: ensemble(x, key=kk))(za, _keys2(k, h, b))  # (H, B, N, bins)
@@ -215,8 +235,16 @@ def world_model_loss(
         return jnp.sum(w * jnp.mean(jnp.sum(per_head, axis=-1), axis=1)) / ensemble.num_members
 
     value_loss = ensemble_ce(nets.q, td, q_key)
-    total = lc.consistency_coef * consistency + lc.reward_coef * reward_loss + lc.value_coef * value_loss
-    metrics = {"consistency_loss": consistency, "reward_loss": reward_loss, "value_loss": value_loss}
+    total = (
+        lc.consistency_coef * consistency
+        + lc.reward_coef * reward_loss
+        + lc.value_coef * value_loss
+    )
+    metrics = {
+        "consistency_loss": consistency,
+        "reward_loss": reward_loss,
+        "value_loss": value_loss,
+    }
     if nets.qlam is not None:
         qlam_loss = ensemble_ce(nets.qlam, td_lam, qlam_key)  # Eq. 16
         total = total + lc.qlam_coef * qlam_loss
@@ -267,7 +295,9 @@ def policy_loss(
     sample_key, pair_key, dropout_key, kl_key = jr.split(key, 4)
     w = _weights(n, lc.rho)
     pi = _vmap2(lambda zz: policy(zz))(zs)
-    actions, scaled_entropy = _vmap2(lambda d, k: d.sample_with_entropy(key=k))(pi, _keys2(sample_key, n, b))
+    actions, scaled_entropy = _vmap2(lambda d, k: d.sample_with_entropy(key=k))(
+        pi, _keys2(sample_key, n, b)
+    )
     scales = state.scales
     metrics: Metrics = {
         "pi_scaled_entropy": jnp.mean(scaled_entropy),
@@ -302,9 +332,7 @@ def policy_loss(
     return loss, (scales, metrics)
 
 
-def _apply(
-    opt: optax.GradientTransformation, grads, opt_state, module
-) -> tuple:
+def _apply(opt: optax.GradientTransformation, grads, opt_state, module) -> tuple:
     updates, opt_state = opt.update(grads, opt_state, _params(module))
     return eqx.apply_updates(module, updates), opt_state
 
@@ -384,7 +412,9 @@ def update(
             pretrain,
             fit_prior,
             lambda st: (st.nets.prior, st.prior_opt, st.scales.prior),
-            lambda st, new: eqx.tree_at(lambda s: (s.nets.prior, s.prior_opt, s.scales.prior), st, new),
+            lambda st, new: eqx.tree_at(
+                lambda s: (s.nets.prior, s.prior_opt, s.scales.prior), st, new
+            ),
             state,
         )
         metrics.update(prior_metrics)
@@ -405,7 +435,9 @@ def update(
         *new, pi_metrics = fit_policy()
         state = set_policy_parts(state, tuple(new))
     else:
-        state, pi_metrics = _unless_pretrain(pretrain, fit_policy, policy_parts, set_policy_parts, state)
+        state, pi_metrics = _unless_pretrain(
+            pretrain, fit_policy, policy_parts, set_policy_parts, state
+        )
     metrics.update(pi_metrics)
 
     state = eqx.tree_at(
@@ -413,7 +445,9 @@ def update(
         state,
         (
             polyak(state.nets.q, state.target_q, cfg.loss.tau),
-            None if state.target_qlam is None else polyak(state.nets.qlam, state.target_qlam, cfg.loss.tau),
+            None
+            if state.target_qlam is None
+            else polyak(state.nets.qlam, state.target_qlam, cfg.loss.tau),
         ),
         is_leaf=lambda x: x is None,
     )

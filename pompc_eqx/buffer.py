@@ -31,7 +31,9 @@ class ReplayBuffer(eqx.Module):
     @staticmethod
     def empty(capacity: int, obs_dim: int, action_dim: int, horizon: int) -> "ReplayBuffer":
         if capacity < horizon + 2:
-            raise ValueError(f"replay capacity {capacity} is smaller than horizon + 2 = {horizon + 2}")
+            raise ValueError(
+                f"replay capacity {capacity} is smaller than horizon + 2 = {horizon + 2}"
+            )
         return ReplayBuffer(
             obs=jnp.zeros((capacity, obs_dim), jnp.float32),
             action=jnp.zeros((capacity, action_dim), jnp.float32),
@@ -61,15 +63,26 @@ class ReplayBuffer(eqx.Module):
         plan_std: Float[Array, " action"],
     ) -> "ReplayBuffer":
         """Write one row when `write`; `position` is the row's step index in its episode."""
+
         def put(array, value):
             return array.at[row].set(jnp.where(write, value, array[row]))
 
         valid = put(self.valid_start, False)
         # The window of H + 1 rows ending here is now complete and inside one episode.
         start = (row - self.horizon) % self.capacity
-        valid = valid.at[start].set(jnp.where(write & (position >= self.horizon), True, valid[start]))
+        valid = valid.at[start].set(
+            jnp.where(write & (position >= self.horizon), True, valid[start])
+        )
         return eqx.tree_at(
-            lambda b: (b.obs, b.action, b.reward, b.terminated, b.plan_mean, b.plan_std, b.valid_start),
+            lambda b: (
+                b.obs,
+                b.action,
+                b.reward,
+                b.terminated,
+                b.plan_mean,
+                b.plan_std,
+                b.valid_start,
+            ),
             self,
             (
                 put(self.obs, obs),
@@ -98,11 +111,20 @@ class ReplayBuffer(eqx.Module):
         """Store the transition from `obs` (step `position` of its episode); when the episode
         ends (`done`), also store its final observation in the next row."""
         yes = jnp.ones((), bool)
-        buf = self._write(self.pointer, position, yes, obs, action, reward, terminated, plan_mean, plan_std)
+        buf = self._write(
+            self.pointer, position, yes, obs, action, reward, terminated, plan_mean, plan_std
+        )
         zeros = jnp.zeros_like(action)
         buf = buf._write(
-            (self.pointer + 1) % self.capacity, position + 1, done, final_obs, zeros,
-            jnp.zeros(()), jnp.zeros((), bool), zeros, jnp.full_like(action, placeholder_std),
+            (self.pointer + 1) % self.capacity,
+            position + 1,
+            done,
+            final_obs,
+            zeros,
+            jnp.zeros(()),
+            jnp.zeros((), bool),
+            zeros,
+            jnp.full_like(action, placeholder_std),
         )
         pointer = (self.pointer + 1 + done.astype(jnp.int32)) % self.capacity
         return eqx.tree_at(lambda b: b.pointer, buf, pointer)

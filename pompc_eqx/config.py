@@ -316,7 +316,9 @@ def config_from_dict(data: dict) -> TrainConfig:
         value = data[field.name]
         if dataclasses.is_dataclass(field.type):
             # JSON turns tuples into lists; configs must stay hashable (static jit arguments).
-            value = field.type(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+            value = field.type(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            )
         elif field.name in ("run_dir", "resume", "aim_repo") and value is not None:
             value = pathlib.Path(value)
         kwargs[field.name] = value

@@ -41,7 +41,9 @@ class AbstractActionDist(eqx.Module):
         """One reparameterised sample."""
 
     @abc.abstractmethod
-    def sample_and_log_prob(self, *, key: Key[Array, ""]) -> tuple[Float[Array, " action"], Float[Array, ""]]:
+    def sample_and_log_prob(
+        self, *, key: Key[Array, ""]
+    ) -> tuple[Float[Array, " action"], Float[Array, ""]]:
         """One reparameterised sample and its exact log-density."""
 
     @abc.abstractmethod
@@ -52,7 +54,9 @@ class AbstractActionDist(eqx.Module):
     def mean_action(self) -> Float[Array, " action"]:
         """The action of the Gaussian's mean (used when acting without sampling)."""
 
-    def sample_with_entropy(self, *, key: Key[Array, ""]) -> tuple[Float[Array, " action"], Float[Array, ""]]:
+    def sample_with_entropy(
+        self, *, key: Key[Array, ""]
+    ) -> tuple[Float[Array, " action"], Float[Array, ""]]:
         """A sample and TD-MPC2's *scaled entropy* estimate at it.
 
         TD-MPC2 (since Dec 2024) uses -A * log N(u; loc, scale), the Gaussian log-density of
@@ -79,11 +83,7 @@ def gaussian_kl(
     scale_q: Float[Array, " action"],
 ) -> Float[Array, " action"]:
     """Per-dimension KL(N(loc_p, scale_p) || N(loc_q, scale_q))."""
-    return (
-        jnp.log(scale_q / scale_p)
-        + (scale_p**2 + (loc_p - loc_q) ** 2) / (2 * scale_q**2)
-        - 0.5
-    )
+    return jnp.log(scale_q / scale_p) + (scale_p**2 + (loc_p - loc_q) ** 2) / (2 * scale_q**2) - 0.5
 
 
 def kl_divergence(
@@ -104,6 +104,7 @@ def kl_divergence(
     if p.space == q.space:
         total = jnp.sum(gaussian_kl(p.loc, p.scale, q.loc, q.scale))
     else:
+
         def one(k):
             a, log_p = p.sample_and_log_prob(key=k)
             return log_p - q.log_prob(a)
@@ -125,7 +126,9 @@ class TanhGaussian(AbstractActionDist):
     def sample(self, *, key: Key[Array, ""]) -> Float[Array, " action"]:
         return jnp.tanh(self.loc + self.scale * jr.normal(key, self.loc.shape))
 
-    def sample_and_log_prob(self, *, key: Key[Array, ""]) -> tuple[Float[Array, " action"], Float[Array, ""]]:
+    def sample_and_log_prob(
+        self, *, key: Key[Array, ""]
+    ) -> tuple[Float[Array, " action"], Float[Array, ""]]:
         eps = jr.normal(key, self.loc.shape)
         action = jnp.tanh(self.loc + self.scale * eps)
         log_density = jnp.sum(-0.5 * eps**2 - jnp.log(self.scale) - _HALF_LOG_2PI)
@@ -155,7 +158,9 @@ class ClippedGaussian(AbstractActionDist):
     def sample(self, *, key: Key[Array, ""]) -> Float[Array, " action"]:
         return jnp.clip(self.loc + self.scale * jr.normal(key, self.loc.shape), -1.0, 1.0)
 
-    def sample_and_log_prob(self, *, key: Key[Array, ""]) -> tuple[Float[Array, " action"], Float[Array, ""]]:
+    def sample_and_log_prob(
+        self, *, key: Key[Array, ""]
+    ) -> tuple[Float[Array, " action"], Float[Array, ""]]:
         action = self.sample(key=key)
         return action, self.log_prob(action)
 

@@ -50,8 +50,18 @@ from .world_model import count_params
 EVAL_COLUMNS = ("agent_step", "env_step", "seed", "episode", "return")
 # Options a resumed run may change; everything else must match the saved config.
 RESUMABLE = (
-    "steps", "eval_every", "eval_episodes", "checkpoint_every", "chunk_steps", "run_dir",
-    "resume", "progress", "aim", "aim_repo", "experiment", "buffer.memory_budget_gb",
+    "steps",
+    "eval_every",
+    "eval_episodes",
+    "checkpoint_every",
+    "chunk_steps",
+    "run_dir",
+    "resume",
+    "progress",
+    "aim",
+    "aim_repo",
+    "experiment",
+    "buffer.memory_budget_gb",
 )
 # Update metrics that are NaN by design during the pretraining burst (not trained there).
 _POLICY_PREFIXES = ("pi_", "prior_", "kl_")
@@ -76,24 +86,32 @@ def validate(cfg: TrainConfig, spec: EnvSpec) -> None:
     if cfg.num_seeds < 1:
         raise ConfigError(f"--num-seeds must be >= 1 (got {cfg.num_seeds})")
     if cfg.prior == "replay" and cfg.prior_loss == "forward":
-        raise ConfigError("--prior-loss applies only to --prior learned (the replay prior is not fitted)")
+        raise ConfigError(
+            "--prior-loss applies only to --prior learned (the replay prior is not fitted)"
+        )
     if cfg.prior_loss == "forward" and cfg.policy.distribution == "tanh-gaussian":
         raise ConfigError(
             "--prior-loss forward needs --policy.distribution clipped-gaussian: the forward KL from the"
             " planner's Gaussian (mass at the action bounds) to a tanh-squashed prior has no usable estimate"
         )
     if lam == "auto" and not cfg.loss.kl_target > 0:
-        raise ConfigError(f"--loss.kl-target must be > 0 with --lam auto (got {cfg.loss.kl_target})")
+        raise ConfigError(
+            f"--loss.kl-target must be > 0 with --lam auto (got {cfg.loss.kl_target})"
+        )
     if not 0 < p.num_elites <= p.num_samples or not 0 <= p.num_pi_trajs <= p.num_samples:
         raise ConfigError(
             "planner needs 0 < num_elites <= num_samples and 0 <= num_pi_trajs <= num_samples "
             f"(got elites {p.num_elites}, pi trajectories {p.num_pi_trajs}, samples {p.num_samples})"
         )
     if spec.episode_length <= p.horizon:
-        raise ConfigError(f"episodes of {spec.name} ({spec.episode_length} steps) are not longer than the horizon {p.horizon}")
+        raise ConfigError(
+            f"episodes of {spec.name} ({spec.episode_length} steps) are not longer than the horizon {p.horizon}"
+        )
     seed_steps = cfg.resolved_seed_steps(spec.episode_length)
     if seed_steps <= p.horizon + 1:
-        raise ConfigError(f"--seed-steps must exceed horizon + 1 = {p.horizon + 1} (got {seed_steps})")
+        raise ConfigError(
+            f"--seed-steps must exceed horizon + 1 = {p.horizon + 1} (got {seed_steps})"
+        )
     if cfg.steps < seed_steps:
         raise ConfigError(f"--steps ({cfg.steps}) must be at least --seed-steps ({seed_steps})")
     for name in ("eval_every", "chunk_steps", "eval_episodes"):
@@ -138,7 +156,9 @@ class Trainer:
             reanalyze_interval=cfg.buffer.reanalyze_interval if self.agent_cfg.has_kl else 0,
             reanalyze_batch=cfg.buffer.reanalyze_batch,
         )
-        self.buffer_gb = cfg.num_seeds * buffer_bytes(capacity, self.spec.obs_dim, self.spec.action_dim) / 1e9
+        self.buffer_gb = (
+            cfg.num_seeds * buffer_bytes(capacity, self.spec.obs_dim, self.spec.action_dim) / 1e9
+        )
         if self.buffer_gb > cfg.buffer.memory_budget_gb:
             raise ConfigError(
                 f"replay buffers need {self.buffer_gb:.2f} GB for {cfg.num_seeds} seeds x {capacity} rows, "
@@ -150,14 +170,18 @@ class Trainer:
         self.devices = devices if devices is not None else _usable_devices(cfg.num_seeds)
         self.mesh = Mesh(np.array(self.devices), ("seed",))
         self._chunks: dict[int, tuple[Callable, Callable]] = {}
-        self._evaluate = eqx.filter_jit(make_evaluate(self.agent_cfg, self.eval_env, cfg.eval_episodes))
+        self._evaluate = eqx.filter_jit(
+            make_evaluate(self.agent_cfg, self.eval_env, cfg.eval_episodes)
+        )
 
     @property
     def seeds(self) -> list[int]:
         return [self.cfg.seed + i for i in range(self.cfg.num_seeds)]
 
     def init_state(self) -> LoopState:
-        state = eqx.filter_jit(init_loop, donate="none")(self.agent_cfg, self.schedule, self.env, self.keys)
+        state = eqx.filter_jit(init_loop, donate="none")(
+            self.agent_cfg, self.schedule, self.env, self.keys
+        )
         return self.shard(state)
 
     def shard(self, state: LoopState) -> LoopState:
@@ -239,7 +263,9 @@ def check_finite(metrics: dict[str, np.ndarray], first_step: int, seeds: list[in
     if found:
         t, _, s, name = min(found)
         what = "action" if name == "nonfinite_action" else f"{name} ({metrics[name][t, s]})"
-        raise NonFiniteError(f"non-finite {what} for seed {seeds[s]} at agent step {first_step + t + 1}")
+        raise NonFiniteError(
+            f"non-finite {what} for seed {seeds[s]} at agent step {first_step + t + 1}"
+        )
 
 
 def _window_rows(
@@ -310,7 +336,8 @@ def run(cfg: TrainConfig, *, devices: list | None = None) -> pathlib.Path:
         diffs = config_differences(saved["config"], now, RESUMABLE)
         if diffs:
             raise CheckpointError(
-                f"--resume {run_dir}: the command's config differs from the saved run: " + "; ".join(diffs)
+                f"--resume {run_dir}: the command's config differs from the saved run: "
+                + "; ".join(diffs)
             )
     ckpt_dir = run_dir / "checkpoints"
     state = trainer.init_state()
@@ -319,8 +346,12 @@ def run(cfg: TrainConfig, *, devices: list | None = None) -> pathlib.Path:
     if saved is not None:
         path = latest_checkpoint(ckpt_dir)
         if path is None:
-            raise CheckpointError(f"--resume {run_dir}: no checkpoint in {ckpt_dir}; nothing to resume from")
-        state, meta, host_blob = load_checkpoint(path, state, expected_config=saved["config"], ignore_keys=RESUMABLE)
+            raise CheckpointError(
+                f"--resume {run_dir}: no checkpoint in {ckpt_dir}; nothing to resume from"
+            )
+        state, meta, host_blob = load_checkpoint(
+            path, state, expected_config=saved["config"], ignore_keys=RESUMABLE
+        )
         state = trainer.shard(state)
         trainer.env.load_host_state(host_blob)
         start = int(meta["step"])
@@ -353,7 +384,9 @@ def run(cfg: TrainConfig, *, devices: list | None = None) -> pathlib.Path:
     with atomic_write(run_dir / "config.json", "w") as f:
         f.write(to_json(info))
 
-    params = count_params(jax.tree.map(lambda x: x[0] if eqx.is_array(x) else x, state.seeds.agent.nets))
+    params = count_params(
+        jax.tree.map(lambda x: x[0] if eqx.is_array(x) else x, state.seeds.agent.nets)
+    )
     summary = (
         f"{cfg.preset} on {cfg.task} (obs {spec.obs_dim}, action {spec.action_dim}, {spec.episode_length} steps x"
         f" repeat {spec.action_repeat}) | lam={cfg.lam} prior={cfg.prior}/{cfg.prior_loss} | model {cfg.model_size}"
@@ -365,14 +398,19 @@ def run(cfg: TrainConfig, *, devices: list | None = None) -> pathlib.Path:
     if start:
         print(f"resuming at agent step {start} from {ckpt_dir}", flush=True)
 
-    progress = ProgressBar(cfg.steps, num_seeds=cfg.num_seeds, initial=start) if cfg.progress else None
+    progress = (
+        ProgressBar(cfg.steps, num_seeds=cfg.num_seeds, initial=start) if cfg.progress else None
+    )
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
     step = start
     try:
         while step < cfg.steps:
             length = min(_chunk_length(cfg, start), cfg.steps - step)
             if step < trainer.schedule.seed_steps <= step + length:
-                _log(progress, f"pretraining: {trainer.schedule.seed_steps} updates at agent step {trainer.schedule.seed_steps}")
+                _log(
+                    progress,
+                    f"pretraining: {trainer.schedule.seed_steps} updates at agent step {trainer.schedule.seed_steps}",
+                )
             tick = time.perf_counter()
             state, metrics, finite = trainer.chunk_fn(length)(state)
             metrics = jax.device_get(metrics)
@@ -381,7 +419,9 @@ def run(cfg: TrainConfig, *, devices: list | None = None) -> pathlib.Path:
             finite = np.asarray(finite)
             if not finite.all():
                 bad = seeds[int(np.argmin(finite))]
-                raise NonFiniteError(f"non-finite parameters for seed {bad} between agent steps {step} and {step + length}")
+                raise NonFiniteError(
+                    f"non-finite parameters for seed {bad} between agent steps {step} and {step + length}"
+                )
             step += length
             env_step = step * spec.action_repeat
             rows = _window_rows(metrics, step, env_step, seeds, seconds)
@@ -391,8 +431,11 @@ def run(cfg: TrainConfig, *, devices: list | None = None) -> pathlib.Path:
                     train_log.drop_after("agent_step", start)
             train_log.append(rows)
             if aim is not None:
-                numeric = {k: np.array([np.nan if r[k] is None else r[k] for r in rows], float) for k in rows[0]
-                           if k not in ("agent_step", "env_step", "seed")}
+                numeric = {
+                    k: np.array([np.nan if r[k] is None else r[k] for r in rows], float)
+                    for k in rows[0]
+                    if k not in ("agent_step", "env_step", "seed")
+                }
                 aim.track(numeric, step=step, seeds=seeds, context={"subset": "train"})
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 returns = trainer.evaluate(state)
@@ -402,14 +445,25 @@ def run(cfg: TrainConfig, *, devices: list | None = None) -> pathlib.Path:
                     for e, r in enumerate(returns[i])
                 )
                 if aim is not None:
-                    aim.track({"return": returns.mean(axis=1)}, step=step, seeds=seeds, context={"subset": "eval"})
+                    aim.track(
+                        {"return": returns.mean(axis=1)},
+                        step=step,
+                        seeds=seeds,
+                        context={"subset": "eval"},
+                    )
                 if progress is not None:
                     progress.set_eval(returns.mean(axis=1))
-                _log(progress, f"eval at agent step {step}: " + ", ".join(
-                    f"seed {s}: {returns[i].mean():.1f}" for i, s in enumerate(seeds)))
+                _log(
+                    progress,
+                    f"eval at agent step {step}: "
+                    + ", ".join(f"seed {s}: {returns[i].mean():.1f}" for i, s in enumerate(seeds)),
+                )
             if step % every_ckpt == 0 or step == cfg.steps:
                 save_checkpoint(
-                    ckpt_dir, step, state, metadata={"config": now, "step": step},
+                    ckpt_dir,
+                    step,
+                    state,
+                    metadata={"config": now, "step": step},
                     host_state=trainer.env.save_host_state(),
                 )
             if progress is not None:

@@ -10,7 +10,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Int, PyTree
 
 
-def filter_scan(f: Callable[[PyTree, Any], tuple[PyTree, PyTree]], init: PyTree, xs: Any, length: int | None = None):
+def filter_scan(
+    f: Callable[[PyTree, Any], tuple[PyTree, PyTree]],
+    init: PyTree,
+    xs: Any,
+    length: int | None = None,
+):
     """`lax.scan` whose carry may contain non-array leaves (they must not change)."""
     dynamic, static = eqx.partition(init, eqx.is_array)
 
@@ -42,15 +47,25 @@ def filter_switch(index: Int[Array, ""], branches: Sequence[Callable[[], PyTree]
     return eqx.combine(dynamic, statics[0])
 
 
-def filter_cond(pred: Bool[Array, ""], true_fn: Callable[[], PyTree], false_fn: Callable[[], PyTree]) -> PyTree:
+def filter_cond(
+    pred: Bool[Array, ""], true_fn: Callable[[], PyTree], false_fn: Callable[[], PyTree]
+) -> PyTree:
     """`lax.cond` over zero-argument branches whose outputs may contain non-array leaves."""
     return filter_switch(pred.astype(jnp.int32), [false_fn, true_fn])
 
 
-def filter_fori_loop(lower: int, upper: Int[Array, ""] | int, body: Callable[[Int[Array, ""], PyTree], PyTree], init: PyTree) -> PyTree:
+def filter_fori_loop(
+    lower: int,
+    upper: Int[Array, ""] | int,
+    body: Callable[[Int[Array, ""], PyTree], PyTree],
+    init: PyTree,
+) -> PyTree:
     """`lax.fori_loop` whose carry may contain non-array leaves (they must not change)."""
     dynamic, static = eqx.partition(init, eqx.is_array)
     out = jax.lax.fori_loop(
-        lower, upper, lambda i, c: eqx.filter(body(i, eqx.combine(c, static)), eqx.is_array), dynamic
+        lower,
+        upper,
+        lambda i, c: eqx.filter(body(i, eqx.combine(c, static)), eqx.is_array),
+        dynamic,
     )
     return eqx.combine(out, static)

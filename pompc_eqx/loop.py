@@ -83,7 +83,12 @@ def init_loop(
         episode_return=jnp.zeros((num,)),
         key=_stream(keys, 1),
     )
-    return LoopState(seeds=seeds, env_state=env_state, step=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32))
+    return LoopState(
+        seeds=seeds,
+        env_state=env_state,
+        step=jnp.zeros((), jnp.int32),
+        updates=jnp.zeros((), jnp.int32),
+    )
 
 
 def learn(
@@ -111,7 +116,11 @@ def learn(
     def fresh_plans():
         z = jax.vmap(jax.vmap(agent.nets.encode))(batch.obs[:h, :n])
         mean, std = reanalyze(
-            agent.nets, z.reshape(h * n, -1), cfg=cfg.planner, discount=cfg.discount, key=reanalyze_key
+            agent.nets,
+            z.reshape(h * n, -1),
+            cfg=cfg.planner,
+            discount=cfg.discount,
+            key=reanalyze_key,
         )
         return mean.reshape(h, n, -1), std.reshape(h, n, -1)
 
@@ -154,7 +163,15 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
 
         def planned_actions():
             def one(agent, obs, warm, k):
-                p = plan(agent.nets, agent.nets.encode(obs), warm, cfg=cfg.planner, discount=cfg.discount, eval_mode=False, key=k)
+                p = plan(
+                    agent.nets,
+                    agent.nets.encode(obs),
+                    warm,
+                    cfg=cfg.planner,
+                    discount=cfg.discount,
+                    eval_mode=False,
+                    key=k,
+                )
                 return p.action, p.mean[0], p.std[0], shift_warm_start(p.mean)
 
             return eqx.filter_vmap(one)(seeds.agent, seeds.obs, seeds.warm_start, keys)
@@ -178,11 +195,17 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
             action = jnp.where(finite_action[:, None], action, 0.0)
             env_state, ts = env.step(state.env_state, action)
             stored_term = ts.terminated if cfg.episodic else jnp.zeros_like(ts.terminated)
-            buffer = eqx.filter_vmap(
-                lambda b, *xs: b.add(*xs, placeholder_std=max_std)
-            )(
-                seeds.buffer, seeds.obs, action, ts.reward, stored_term, plan_mean, plan_std,
-                seeds.episode_step, ts.done, ts.final_obs,
+            buffer = eqx.filter_vmap(lambda b, *xs: b.add(*xs, placeholder_std=max_std))(
+                seeds.buffer,
+                seeds.obs,
+                action,
+                ts.reward,
+                stored_term,
+                plan_mean,
+                plan_std,
+                seeds.episode_step,
+                ts.done,
+                ts.final_obs,
             )
             episode_return = seeds.episode_return + ts.reward
 
@@ -192,7 +215,9 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
             is_update = state.step >= schedule.seed_steps
             num_learn = jnp.where(is_burst, schedule.seed_steps, is_update.astype(jnp.int32))
             k = max(schedule.reanalyze_interval, 1)
-            with_reanalyze = is_update & (schedule.reanalyze_interval > 0) & ((state.updates + 1) % k == 0)
+            with_reanalyze = (
+                is_update & (schedule.reanalyze_interval > 0) & ((state.updates + 1) % k == 0)
+            )
 
             def learn_step(i, carry):
                 agent, buf, _ = carry
@@ -253,7 +278,15 @@ def make_evaluate(cfg: AgentConfig, env: AbstractEnv, num_episodes: int):
             k, step_keys = split[:, 0], split[:, 1]
 
             def one(agent, o, w, kk):
-                p = plan(agent.nets, agent.nets.encode(o), w, cfg=cfg.planner, discount=cfg.discount, eval_mode=True, key=kk)
+                p = plan(
+                    agent.nets,
+                    agent.nets.encode(o),
+                    w,
+                    cfg=cfg.planner,
+                    discount=cfg.discount,
+                    eval_mode=True,
+                    key=kk,
+                )
                 return p.action, shift_warm_start(p.mean)
 
             action, warm = eqx.filter_vmap(one)(agents, obs, warm, step_keys)
@@ -262,8 +295,13 @@ def make_evaluate(cfg: AgentConfig, env: AbstractEnv, num_episodes: int):
             return env_state, ts.obs, warm, ret, finished | ts.done, t + 1, k
 
         init = (
-            env_state, obs, jnp.zeros((num, horizon, action_dim)), jnp.zeros((num,)),
-            jnp.zeros((num,), bool), jnp.zeros((), jnp.int32), plan_keys,
+            env_state,
+            obs,
+            jnp.zeros((num, horizon, action_dim)),
+            jnp.zeros((num,)),
+            jnp.zeros((num,), bool),
+            jnp.zeros((), jnp.int32),
+            plan_keys,
         )
         out = jax.lax.while_loop(cond, body, init)
         return out[3]

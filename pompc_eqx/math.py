@@ -47,7 +47,9 @@ class TwoHot(eqx.Module):
         bins = jnp.linspace(self.vmin, self.vmax, self.num_bins)
         return symexp(jnp.sum(jax.nn.softmax(logits) * bins))
 
-    def cross_entropy(self, logits: Float[Array, " bins"], target: Float[Array, ""]) -> Float[Array, ""]:
+    def cross_entropy(
+        self, logits: Float[Array, " bins"], target: Float[Array, ""]
+    ) -> Float[Array, ""]:
         """Soft cross-entropy between the predicted logits and the two-hot target."""
         return -jnp.sum(self.encode(target) * jax.nn.log_softmax(logits))
 

@@ -132,7 +132,9 @@ class Ensemble(eqx.Module):
 
     members: MLP
 
-    def __init__(self, make: Callable[[Key[Array, ""]], MLP], num_members: int, *, key: Key[Array, ""]):
+    def __init__(
+        self, make: Callable[[Key[Array, ""]], MLP], num_members: int, *, key: Key[Array, ""]
+    ):
         self.members = eqx.filter_vmap(make)(jr.split(key, num_members))
 
     @property
@@ -150,7 +152,9 @@ class Ensemble(eqx.Module):
 
     def subset(self, index: Int[Array, " k"]) -> "Ensemble":
         """The ensemble restricted to the members in `index` (e.g. a random pair)."""
-        members = jax.tree.map(lambda leaf: leaf[index] if eqx.is_array(leaf) else leaf, self.members)
+        members = jax.tree.map(
+            lambda leaf: leaf[index] if eqx.is_array(leaf) else leaf, self.members
+        )
         return eqx.tree_at(lambda e: e.members, self, members)
 
 

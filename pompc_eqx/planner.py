@@ -145,7 +145,9 @@ def plan(
         jnp.zeros((cfg.num_elites, horizon, action_dim)),
         jnp.zeros(cfg.num_elites),
     )
-    (mean, std, elites, weights), _ = jax.lax.scan(iteration, init, jr.split(iter_key, num_iterations))
+    (mean, std, elites, weights), _ = jax.lax.scan(
+        iteration, init, jr.split(iter_key, num_iterations)
+    )
     chosen = jr.categorical(choice_key, jnp.log(weights))
     action = elites[chosen, 0]
     if not eval_mode:
@@ -169,10 +171,21 @@ def reanalyze(
     **Returns:** the fresh planner Gaussians `(a_bar_0, sigma_0)` of every state.
     """
     warm = jnp.zeros((cfg.horizon, nets.policy.action_dim))
-    explore = None if cfg.reanalyze_log_std is None else nets.policy.with_log_std_bounds(*cfg.reanalyze_log_std)
+    explore = (
+        None
+        if cfg.reanalyze_log_std is None
+        else nets.policy.with_log_std_bounds(*cfg.reanalyze_log_std)
+    )
     plans = jax.vmap(
         lambda zz, k: plan(
-            nets, zz, warm, cfg=cfg, discount=discount, eval_mode=False, key=k, trajectory_policy=explore
+            nets,
+            zz,
+            warm,
+            cfg=cfg,
+            discount=discount,
+            eval_mode=False,
+            key=k,
+            trajectory_policy=explore,
         )
     )(z, jr.split(key, z.shape[0]))
     return plans.mean[:, 0], plans.std[:, 0]

@@ -41,7 +41,9 @@ def variant_label(config: dict) -> str:
     lam_text = "∞" if lam == math.inf else lam if lam == "auto" else f"{lam:g}"
     label = f"{config['preset']} λ={lam_text}"
     if lam != 0:
-        label += f" {config['prior']}" + (f"/{config['prior_loss']}" if config["prior"] == "learned" else "")
+        label += f" {config['prior']}" + (
+            f"/{config['prior_loss']}" if config["prior"] == "learned" else ""
+        )
         if "planner" in config:
             # Absent in runs made before the option existed, which used the policy's own bounds.
             bounds = config["planner"].get("reanalyze_log_std")
@@ -149,24 +151,38 @@ def train_metric_table(run_dirs: list[pathlib.Path], metrics: list[str]) -> str:
 def eval_table(curves: list[Curve]) -> str:
     """Markdown table of the mean over seeds at every evaluation, one column per agent step."""
     steps = sorted({int(s) for c in curves for s in c.agent_steps})
-    lines = ["| method | " + " | ".join(f"{s:,}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+    lines = [
+        "| method | " + " | ".join(f"{s:,}" for s in steps) + " |",
+        "|---" * (len(steps) + 1) + "|",
+    ]
     for c in curves:
         means = {int(s): mean_ci(c.values[:, j])[0] for j, s in enumerate(c.agent_steps)}
-        lines.append(f"| {c.label} | " + " | ".join(f"{means[s]:.0f}" if s in means else "" for s in steps) + " |")
+        lines.append(
+            f"| {c.label} | "
+            + " | ".join(f"{means[s]:.0f}" if s in means else "" for s in steps)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def page_tables(curves: list[Curve], run_dirs: list[pathlib.Path], task: str, args: argparse.Namespace) -> str:
+def page_tables(
+    curves: list[Curve], run_dirs: list[pathlib.Path], task: str, args: argparse.Namespace
+) -> str:
     """A page's tables: the Table-1-style finals, then what `add_page_arguments` asked for."""
     table = final_table(curves, task)
     if args.every_eval:
-        table += "\n**Mean over seeds at every evaluation** (columns: agent steps)\n\n" + eval_table(curves)
+        table += (
+            "\n**Mean over seeds at every evaluation** (columns: agent steps)\n\n"
+            + eval_table(curves)
+        )
     if args.train_metrics:
         table += "\n" + train_metric_table(run_dirs, args.train_metrics)
     return table
 
 
-def plot_curves(curves: list[Curve], path: pathlib.Path, title: str, ylabel: str = "evaluation return") -> None:
+def plot_curves(
+    curves: list[Curve], path: pathlib.Path, title: str, ylabel: str = "evaluation return"
+) -> None:
     """Mean and 95% CI over seeds against env steps (agent steps on a second axis)."""
     import matplotlib
 
@@ -200,11 +216,16 @@ def plot_curves(curves: list[Curve], path: pathlib.Path, title: str, ylabel: str
 def git_commit(repo: pathlib.Path, ignore: pathlib.Path | None = None) -> str:
     """The short commit hash, flagged when tracked files (outside `ignore`, e.g. the results
     page being written) have uncommitted changes."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
+    )
     inside = ignore is not None and ignore.resolve().is_relative_to(repo.resolve())
     pathspec = ["--", ".", f":(exclude){ignore.resolve()}"] if inside else []
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no", *pathspec], cwd=repo, capture_output=True, text=True
+        ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
+        cwd=repo,
+        capture_output=True,
+        text=True,
     )
     return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
@@ -218,14 +239,25 @@ def add_page_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by the scripts that write results pages."""
     parser.add_argument("--title", default=None)
     parser.add_argument(
-        "--train-metrics", nargs="*", default=[],
+        "--train-metrics",
+        nargs="*",
+        default=[],
         help="also tabulate these train.csv columns (mean over windows and seeds) and plot them"
         " (e.g. kl_mean kl_std: the paper's Fig. 7)",
     )
-    parser.add_argument("--every-eval", action="store_true", help="also tabulate the mean over seeds at every evaluation")
+    parser.add_argument(
+        "--every-eval",
+        action="store_true",
+        help="also tabulate the mean over seeds at every evaluation",
+    )
     notes = parser.add_mutually_exclusive_group()
     notes.add_argument("--notes", default="", help="a paragraph for the page")
-    notes.add_argument("--notes-file", type=pathlib.Path, default=None, help="markdown notes for the page, from a file")
+    notes.add_argument(
+        "--notes-file",
+        type=pathlib.Path,
+        default=None,
+        help="markdown notes for the page, from a file",
+    )
 
 
 def page_notes(args: argparse.Namespace) -> str:
@@ -270,7 +302,13 @@ def write_page(
         lines += [notes, ""]
     lines += [table, *[f"![{pathlib.Path(i).stem}]({i})\n" for i in images]]
     if wall_times:
-        lines += ["", "Wall time per run (one process each, on a 2-core CPU):", "", "| run | wall time |", "|---|---|"]
+        lines += [
+            "",
+            "Wall time per run (one process each, on a 2-core CPU):",
+            "",
+            "| run | wall time |",
+            "|---|---|",
+        ]
         lines += [f"| {name} | {seconds / 60:.1f} min |" for name, seconds in wall_times.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:

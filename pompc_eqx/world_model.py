@@ -27,7 +27,13 @@ class PolicyNet(eqx.Module):
     family: AbstractDistFamily
 
     def __init__(
-        self, latent_dim: int, mlp_dim: int, action_dim: int, family: AbstractDistFamily, *, key: Key[Array, ""]
+        self,
+        latent_dim: int,
+        mlp_dim: int,
+        action_dim: int,
+        family: AbstractDistFamily,
+        *,
+        key: Key[Array, ""],
     ):
         self.mlp = MLP(latent_dim, (mlp_dim, mlp_dim), 2 * action_dim, key=key)
         self.family = family
@@ -51,7 +57,11 @@ def make_q_ensemble(cfg: AgentConfig, *, key: Key[Array, ""]) -> Ensemble:
 
     def head(k: Key[Array, ""]) -> MLP:
         mlp = MLP(
-            m.latent_dim + cfg.action_dim, (m.mlp_dim, m.mlp_dim), m.num_bins, dropout=m.dropout, key=k
+            m.latent_dim + cfg.action_dim,
+            (m.mlp_dim, m.mlp_dim),
+            m.num_bins,
+            dropout=m.dropout,
+            key=k,
         )
         return zero_last_layer(mlp)
 
@@ -91,13 +101,19 @@ class Networks(eqx.Module):
     def encode(self, obs: Float[Array, " obs"]) -> Float[Array, " latent"]:
         return self.encoder(obs)
 
-    def next(self, z: Float[Array, " latent"], a: Float[Array, " action"]) -> Float[Array, " latent"]:
+    def next(
+        self, z: Float[Array, " latent"], a: Float[Array, " action"]
+    ) -> Float[Array, " latent"]:
         return self.dynamics(jnp.concatenate([z, a]))
 
-    def reward_logits(self, z: Float[Array, " latent"], a: Float[Array, " action"]) -> Float[Array, " bins"]:
+    def reward_logits(
+        self, z: Float[Array, " latent"], a: Float[Array, " action"]
+    ) -> Float[Array, " bins"]:
         return self.reward(jnp.concatenate([z, a]))
 
-    def reward_value(self, z: Float[Array, " latent"], a: Float[Array, " action"]) -> Float[Array, ""]:
+    def reward_value(
+        self, z: Float[Array, " latent"], a: Float[Array, " action"]
+    ) -> Float[Array, ""]:
         return self.two_hot.decode(self.reward_logits(z, a))
 
 
@@ -105,14 +121,22 @@ def make_networks(cfg: AgentConfig, *, key: Key[Array, ""]) -> Networks:
     """Build and initialise all networks as TD-MPC2 does (zero last layer of R and Q)."""
     m = cfg.model
     if m.latent_dim % m.simnorm_dim:
-        raise ValueError(f"latent_dim {m.latent_dim} must be a multiple of simnorm_dim {m.simnorm_dim}")
+        raise ValueError(
+            f"latent_dim {m.latent_dim} must be a multiple of simnorm_dim {m.simnorm_dim}"
+        )
     enc_key, dyn_key, rew_key, q_key, qlam_key, pi_key, prior_key = jr.split(key, 7)
     simnorm = SimNorm(m.simnorm_dim)
     family = make_family(cfg.policy)
     enc_hidden = (m.enc_dim,) * max(m.num_enc_layers - 1, 1)
     return Networks(
         encoder=MLP(cfg.obs_dim, enc_hidden, m.latent_dim, simnorm, key=enc_key),
-        dynamics=MLP(m.latent_dim + cfg.action_dim, (m.mlp_dim, m.mlp_dim), m.latent_dim, simnorm, key=dyn_key),
+        dynamics=MLP(
+            m.latent_dim + cfg.action_dim,
+            (m.mlp_dim, m.mlp_dim),
+            m.latent_dim,
+            simnorm,
+            key=dyn_key,
+        ),
         reward=zero_last_layer(
             MLP(m.latent_dim + cfg.action_dim, (m.mlp_dim, m.mlp_dim), m.num_bins, key=rew_key)
         ),
@@ -130,6 +154,8 @@ def count_params(tree: PyTree) -> int:
     """Number of floating-point parameters in a PyTree (arrays or `jax.ShapeDtypeStruct`s)."""
 
     def is_param(x) -> bool:
-        return (eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)) and jnp.issubdtype(x.dtype, jnp.inexact)
+        return (eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)) and jnp.issubdtype(
+            x.dtype, jnp.inexact
+        )
 
     return sum(math.prod(x.shape) for x in jax.tree.leaves(tree) if is_param(x))

@@ -63,24 +63,42 @@ def expand(args: argparse.Namespace) -> list[str]:
 
 
 def finished_step(run_dir: pathlib.Path) -> int:
-    path = latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").exists() else None
+    path = (
+        latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").exists() else None
+    )
     return -1 if path is None else int(read_metadata(path)["step"])
 
 
 def main() -> None:
     argv = sys.argv[1:]
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     ours = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--task", required=True)
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="results page directory (e.g. docs/results/pendulum)")
-    parser.add_argument("--runs-dir", type=pathlib.Path, default=None, help="where runs live (default: runs/grids/<out name>)")
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        required=True,
+        help="results page directory (e.g. docs/results/pendulum)",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=pathlib.Path,
+        default=None,
+        help="where runs live (default: runs/grids/<out name>)",
+    )
     parser.add_argument("--num-seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="*", default=[], help="PRESET[:option=value...] specs")
-    parser.add_argument("--lams", nargs="*", default=[], help="add pompc variants with these lambdas")
+    parser.add_argument(
+        "--lams", nargs="*", default=[], help="add pompc variants with these lambdas"
+    )
     parser.add_argument("--priors", nargs="*", default=["learned"], choices=["learned", "replay"])
-    parser.add_argument("--prior-losses", nargs="*", default=["reverse"], choices=["reverse", "forward"])
+    parser.add_argument(
+        "--prior-losses", nargs="*", default=["reverse"], choices=["reverse", "forward"]
+    )
     add_page_arguments(parser)
     args = parser.parse_args(ours)
     specs = expand(args)
@@ -93,15 +111,28 @@ def main() -> None:
         name, train_args = variant_args(spec)
         run_dir = runs_dir / name
         cmd = [
-            sys.executable, str(ROOT / "scripts" / "train.py"), *train_args, "--task", args.task,
-            "--num-seeds", str(args.num_seeds), "--seed", str(args.seed), "--no-progress", *extra,
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            *train_args,
+            "--task",
+            args.task,
+            "--num-seeds",
+            str(args.num_seeds),
+            "--seed",
+            str(args.seed),
+            "--no-progress",
+            *extra,
         ]
         steps = int(extra[extra.index("--steps") + 1]) if "--steps" in extra else None
         done = finished_step(run_dir)
         if steps is not None and done >= steps:
             print(f"[{name}] already finished ({done} agent steps)", flush=True)
         else:
-            cmd += ["--resume", str(run_dir)] if (run_dir / "config.json").exists() else ["--run-dir", str(run_dir)]
+            cmd += (
+                ["--resume", str(run_dir)]
+                if (run_dir / "config.json").exists()
+                else ["--run-dir", str(run_dir)]
+            )
             print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
             tick = time.perf_counter()
             subprocess.run(cmd, check=True)
@@ -127,11 +158,22 @@ def write_results(args: argparse.Namespace, specs: list[str], command: str) -> N
     plot_curves(curves, args.out / "curves.png", title)
     images = ["curves.png"]
     for metric in args.train_metrics:
-        plot_curves(train_curves(page_runs, metric), args.out / f"{metric}.png", f"{args.task}: {metric}", metric)
+        plot_curves(
+            train_curves(page_runs, metric),
+            args.out / f"{metric}.png",
+            f"{args.task}: {metric}",
+            metric,
+        )
         images.append(f"{metric}.png")
-    walls = {n: float((d / "wall_time_s.txt").read_text()) for n, d in zip(names, page_runs) if (d / "wall_time_s.txt").exists()}
+    walls = {
+        n: float((d / "wall_time_s.txt").read_text())
+        for n, d in zip(names, page_runs)
+        if (d / "wall_time_s.txt").exists()
+    }
     notes = page_notes(args)
-    notes += ("\n\n" if notes else "") + "Per-run `eval.csv`, `train.csv` and `config.json` are in `runs/`."
+    notes += (
+        "\n\n" if notes else ""
+    ) + "Per-run `eval.csv`, `train.csv` and `config.json` are in `runs/`."
     table = page_tables(curves, page_runs, args.task, args)
     write_page(args.out / "README.md", title, command, ROOT, page_runs, table, images, notes, walls)
     print(f"wrote {args.out / 'README.md'}")

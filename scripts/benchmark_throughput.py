@@ -28,8 +28,14 @@ def measure(task: str, preset: str, size: str, num_seeds: int, timed_steps: int)
     base = PRESETS[preset][1]
     seed_steps = 8
     cfg = dataclasses.replace(
-        base, task=task, model_size=size, num_seeds=num_seeds, steps=10_000_000,
-        seed_steps=seed_steps, aim=False, progress=False,
+        base,
+        task=task,
+        model_size=size,
+        num_seeds=num_seeds,
+        steps=10_000_000,
+        seed_steps=seed_steps,
+        aim=False,
+        progress=False,
     )
     trainer = Trainer(cfg)
     state = trainer.init_state()
@@ -46,7 +52,10 @@ def measure(task: str, preset: str, size: str, num_seeds: int, timed_steps: int)
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - tick
     return {
-        "task": task, "preset": preset, "size": size, "seeds": num_seeds,
+        "task": task,
+        "preset": preset,
+        "size": size,
+        "seeds": num_seeds,
         "steps_per_s": timed_steps / seconds,
         "seed_steps_per_s": num_seeds * timed_steps / seconds,
         "ms_per_step": 1000 * seconds / timed_steps,
@@ -80,7 +89,9 @@ def write_table(rows: list[dict], out: pathlib.Path, command: str, elapsed: floa
         "one environment step, one buffer write, one update; bmpc/pompc also reanalyze 20 sequences x",
         "3 states every 10 updates). 'per process' counts steps of all seeds together.",
         "",
-        "| task | preset | size | " + " | ".join(f"{n} seed{'s' if n > 1 else ''}: steps/s (x time of 1)" for n in seed_counts) + " |",
+        "| task | preset | size | "
+        + " | ".join(f"{n} seed{'s' if n > 1 else ''}: steps/s (x time of 1)" for n in seed_counts)
+        + " |",
         "|---|---|---|" + "---|" * len(seed_counts),
     ]
     for (task, preset, size), per in by_key.items():
@@ -92,7 +103,9 @@ def write_table(rows: list[dict], out: pathlib.Path, command: str, elapsed: floa
                 cells.append("—")
                 continue
             ratio = f" ({r['ms_per_step'] / one['ms_per_step']:.2f}x)" if one else ""
-            cells.append(f"{r['steps_per_s']:.2f} per seed, {r['seed_steps_per_s']:.2f} per process{ratio}")
+            cells.append(
+                f"{r['steps_per_s']:.2f} per seed, {r['seed_steps_per_s']:.2f} per process{ratio}"
+            )
         lines.append(f"| {task} | {preset} | {size} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -105,14 +118,24 @@ def write_table(rows: list[dict], out: pathlib.Path, command: str, elapsed: floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", nargs="+", default=["jax/pendulum", "dmc/cartpole-swingup"])
-    parser.add_argument("--presets", nargs="+", default=["pompc", "tdmpc2"], choices=sorted(PRESETS))
+    parser.add_argument(
+        "--presets", nargs="+", default=["pompc", "tdmpc2"], choices=sorted(PRESETS)
+    )
     parser.add_argument("--sizes", nargs="+", default=["tiny", "1m", "5m"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 4, 8])
-    parser.add_argument("--timed-steps", type=int, default=20, help="agent steps timed per configuration")
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/results/throughput.md"))
-    parser.add_argument("--notes", type=pathlib.Path, default=None, help="markdown appended to the table")
+    parser.add_argument(
+        "--timed-steps", type=int, default=20, help="agent steps timed per configuration"
+    )
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("docs/results/throughput.md")
+    )
+    parser.add_argument(
+        "--notes", type=pathlib.Path, default=None, help="markdown appended to the table"
+    )
     args = parser.parse_args()
     command = "python scripts/benchmark_throughput.py " + " ".join(sys.argv[1:])
     rows, start = [], time.perf_counter()

@@ -31,17 +31,29 @@ from pompc_eqx.experiment import RESUMABLE, Trainer  # noqa: E402
 from pompc_eqx.planner import plan, shift_warm_start  # noqa: E402
 
 
-def record(trainer: Trainer, agents, seed_index: int, path: pathlib.Path, size: tuple[int, int], fps: int) -> tuple[float, int]:
+def record(
+    trainer: Trainer, agents, seed_index: int, path: pathlib.Path, size: tuple[int, int], fps: int
+) -> tuple[float, int]:
     """Run one eval-mode episode of every seed on the evaluation env; film `seed_index`."""
     env = trainer.eval_env
     if not isinstance(env, HostEnv):
-        raise SystemExit(f"error: videos need a dmc/ or hb/ task; {trainer.cfg.task} has no renderer")
+        raise SystemExit(
+            f"error: videos need a dmc/ or hb/ task; {trainer.cfg.task} has no renderer"
+        )
     cfg = trainer.agent_cfg
 
     @eqx.filter_jit
     def act(agents, obs, warm, keys):
         def one(agent, o, w, k):
-            p = plan(agent.nets, agent.nets.encode(o), w, cfg=cfg.planner, discount=cfg.discount, eval_mode=True, key=k)
+            p = plan(
+                agent.nets,
+                agent.nets.encode(o),
+                w,
+                cfg=cfg.planner,
+                discount=cfg.discount,
+                eval_mode=True,
+                key=k,
+            )
             return p.action, shift_warm_start(p.mean)
 
         return eqx.filter_vmap(one)(agents, obs, warm, keys)
@@ -68,44 +80,72 @@ def record(trainer: Trainer, agents, seed_index: int, path: pathlib.Path, size: 
         else:
             imageio.mimsave(path, frames, fps=fps)
     except Exception as err:  # imageio raises several types when no mp4 writer is installed
-        raise SystemExit(f"error: could not write {path} ({err}); use a .gif or `pip install imageio-ffmpeg`") from None
+        raise SystemExit(
+            f"error: could not write {path} ({err}); use a .gif or `pip install imageio-ffmpeg`"
+        ) from None
     return total, len(frames)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir", type=pathlib.Path)
-    parser.add_argument("--checkpoint", type=pathlib.Path, default=None, help="default: the latest in RUN_DIR/checkpoints")
+    parser.add_argument(
+        "--checkpoint",
+        type=pathlib.Path,
+        default=None,
+        help="default: the latest in RUN_DIR/checkpoints",
+    )
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per seed")
-    parser.add_argument("--video", type=pathlib.Path, default=None, help="write one episode to this .mp4/.gif")
-    parser.add_argument("--video-seed", type=int, default=0, help="index of the seed to film (0-based)")
-    parser.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("HEIGHT", "WIDTH"))
+    parser.add_argument(
+        "--video", type=pathlib.Path, default=None, help="write one episode to this .mp4/.gif"
+    )
+    parser.add_argument(
+        "--video-seed", type=int, default=0, help="index of the seed to film (0-based)"
+    )
+    parser.add_argument(
+        "--size", type=int, nargs=2, default=(240, 320), metavar=("HEIGHT", "WIDTH")
+    )
     parser.add_argument("--fps", type=int, default=30)
     args = parser.parse_args()
     try:
         saved = json.loads((args.run_dir / "config.json").read_text())["config"]
     except FileNotFoundError:
-        print(f"error: {args.run_dir} has no config.json (expected a run directory of scripts/train.py)", file=sys.stderr)
+        print(
+            f"error: {args.run_dir} has no config.json (expected a run directory of scripts/train.py)",
+            file=sys.stderr,
+        )
         return 2
-    cfg = dataclasses.replace(config_from_dict(saved), eval_episodes=args.episodes, aim=False, progress=False)
+    cfg = dataclasses.replace(
+        config_from_dict(saved), eval_episodes=args.episodes, aim=False, progress=False
+    )
     trainer = Trainer(cfg)
     path = args.checkpoint or latest_checkpoint(args.run_dir / "checkpoints")
     try:
         if path is None:
             raise CheckpointError(f"no checkpoint in {args.run_dir / 'checkpoints'}")
-        state, meta, _ = load_checkpoint(path, trainer.init_state(), expected_config=saved, ignore_keys=RESUMABLE)
+        state, meta, _ = load_checkpoint(
+            path, trainer.init_state(), expected_config=saved, ignore_keys=RESUMABLE
+        )
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     state = trainer.shard(state)
     returns = trainer.evaluate(state)
-    print(f"{cfg.task} {cfg.preset} at agent step {meta['step']} ({path.name}), {args.episodes} episodes per seed:")
+    print(
+        f"{cfg.task} {cfg.preset} at agent step {meta['step']} ({path.name}), {args.episodes} episodes per seed:"
+    )
     for i, seed in enumerate(trainer.seeds):
         print(f"  seed {seed}: {returns[i].mean():.1f} ± {returns[i].std():.1f}")
     print(f"  mean over seeds: {returns.mean(axis=1).mean():.1f}")
     if args.video is not None:
-        total, num_frames = record(trainer, state.seeds.agent, args.video_seed, args.video, tuple(args.size), args.fps)
-        print(f"wrote {args.video}: {num_frames} frames, seed {trainer.seeds[args.video_seed]}, return {total:.1f}")
+        total, num_frames = record(
+            trainer, state.seeds.agent, args.video_seed, args.video, tuple(args.size), args.fps
+        )
+        print(
+            f"wrote {args.video}: {num_frames} frames, seed {trainer.seeds[args.video_seed]}, return {total:.1f}"
+        )
     return 0
 
 

@@ -27,11 +27,19 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dirs", nargs="+", type=pathlib.Path, help="run directories written by scripts/train.py")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "run_dirs", nargs="+", type=pathlib.Path, help="run directories written by scripts/train.py"
+    )
     parser.add_argument("--task", default=None, help="column title (default: the runs' task)")
-    parser.add_argument("--plot", type=pathlib.Path, default=None, help="write the evaluation curves here (PNG)")
-    parser.add_argument("--page", type=pathlib.Path, default=None, help="also write a results page (markdown) here")
+    parser.add_argument(
+        "--plot", type=pathlib.Path, default=None, help="write the evaluation curves here (PNG)"
+    )
+    parser.add_argument(
+        "--page", type=pathlib.Path, default=None, help="also write a results page (markdown) here"
+    )
     add_page_arguments(parser)
     args = parser.parse_args()
     command = script_command("results_table.py", sys.argv[1:])
@@ -45,12 +53,23 @@ def main() -> None:
         images.append(args.plot)
         for metric in args.train_metrics:
             path = args.plot.with_name(f"{args.plot.stem}-{metric}.png")
-            plot_curves(train_curves(args.run_dirs, metric), path, f"{args.title or task}: {metric}", metric)
+            plot_curves(
+                train_curves(args.run_dirs, metric), path, f"{args.title or task}: {metric}", metric
+            )
             images.append(path)
         print("wrote " + ", ".join(map(str, images)))
     if args.page is not None:
         relative = [os.path.relpath(i, args.page.parent) for i in images]
-        write_page(args.page, args.title or task, command, ROOT, args.run_dirs, table, relative, page_notes(args))
+        write_page(
+            args.page,
+            args.title or task,
+            command,
+            ROOT,
+            args.run_dirs,
+            table,
+            relative,
+            page_notes(args),
+        )
         print(f"wrote {args.page}")
 
 

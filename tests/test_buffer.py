@@ -54,8 +54,16 @@ def _fill(lengths, capacity, terminate_last=False):
             obs = jnp.array([episode, pos], jnp.float32)
             final = jnp.array([episode, pos + 1], jnp.float32)
             buf = add(
-                buf, obs, jnp.array([0.1 * pos]), jnp.array(float(pos)), jnp.array(done and terminate_last),
-                jnp.array([0.5]), jnp.array([0.3]), jnp.array(pos), jnp.array(done), final,
+                buf,
+                obs,
+                jnp.array([0.1 * pos]),
+                jnp.array(float(pos)),
+                jnp.array(done and terminate_last),
+                jnp.array([0.5]),
+                jnp.array([0.3]),
+                jnp.array(pos),
+                jnp.array(done),
+                final,
             )
             ref.write((episode, pos, float(pos)))
             if done:
@@ -86,7 +94,9 @@ def test_sampled_sequences_never_cross_episodes():
 
 def test_sampling_is_uniform_over_valid_starts():
     valid = np.asarray(jr.bernoulli(jr.key(3), 0.3, (1000,)))
-    buf = eqx.tree_at(lambda b: b.valid_start, ReplayBuffer.empty(1000, 2, 1, H), jnp.asarray(valid))
+    buf = eqx.tree_at(
+        lambda b: b.valid_start, ReplayBuffer.empty(1000, 2, 1, H), jnp.asarray(valid)
+    )
     starts = np.asarray(buf.sample_starts(200_000, key=jr.key(4)))
     assert valid[starts].all()
     counts = np.bincount(starts, minlength=1000)[valid]
@@ -101,7 +111,9 @@ def test_sampling_never_returns_a_row_of_zero_probability():
     # episodes of 500 steps + final row, and 449 valid starts of the current one.
     capacity, rows = 50_102, np.arange(50_102)
     valid = ((rows % 501 <= 497) & (rows < 19_539)) | ((rows >= 19_539) & (rows <= 19_987))
-    buf = eqx.tree_at(lambda b: b.valid_start, ReplayBuffer.empty(capacity, 5, 1, H), jnp.asarray(valid))
+    buf = eqx.tree_at(
+        lambda b: b.valid_start, ReplayBuffer.empty(capacity, 5, 1, H), jnp.asarray(valid)
+    )
     key = jr.wrap_key_data(jnp.array([4287256790, 2684500112], jnp.uint32))
     for k in [key, *jr.split(key, 20)]:
         assert valid[np.asarray(buf.sample_starts(256, key=k))].all()
@@ -110,7 +122,9 @@ def test_sampling_never_returns_a_row_of_zero_probability():
 def test_final_observation_row_and_terminal_flag():
     buf, _ = _fill([5], 10, terminate_last=True)
     obs = np.asarray(buf.obs)
-    assert obs[5].tolist() == [0, 5], "the episode's final observation is stored after its last step"
+    assert obs[5].tolist() == [0, 5], (
+        "the episode's final observation is stored after its last step"
+    )
     assert np.asarray(buf.terminated)[4] and not np.asarray(buf.terminated)[:4].any()
     np.testing.assert_allclose(np.asarray(buf.plan_std)[5], [2.0])  # placeholder statistics
     assert int(buf.pointer) == 6
@@ -136,20 +150,28 @@ def test_learn_reanalyze_writes_fresh_plans_into_sampled_rows():
     cfg = dataclasses.replace(
         base,
         model_size="tiny",
-        planner=dataclasses.replace(base.planner, num_samples=16, num_elites=4, num_pi_trajs=4, iterations=1),
+        planner=dataclasses.replace(
+            base.planner, num_samples=16, num_elites=4, num_pi_trajs=4, iterations=1
+        ),
         buffer=dataclasses.replace(base.buffer, batch_size=8, reanalyze_batch=3),
     ).agent_config(obs_dim=2, action_dim=1, episode_length=50)
     schedule = Schedule(seed_steps=10, capacity=64, reanalyze_interval=10, reanalyze_batch=3)
     buf, _ = _fill([30, 20], 64)
     agent = init_agent(cfg, key=jr.key(0))
     key = jr.key(1)
-    step = eqx.filter_jit(lambda a, b, k, r: learn(a, b, k, jnp.array(False), r, cfg=cfg, schedule=schedule))
+    step = eqx.filter_jit(
+        lambda a, b, k, r: learn(a, b, k, jnp.array(False), r, cfg=cfg, schedule=schedule)
+    )
     _, untouched, _ = step(agent, buf, key, jnp.array(False))
     _, fresh, _ = step(agent, buf, key, jnp.array(True))
     np.testing.assert_array_equal(np.asarray(untouched.plan_mean), np.asarray(buf.plan_mean))
     starts = np.asarray(buf.sample_starts(cfg.batch_size, key=jr.split(key, 3)[0]))
     rows = {(s + t) % 64 for s in starts[:3] for t in range(H)}
-    changed = set(np.flatnonzero(np.any(np.asarray(fresh.plan_std) != np.asarray(buf.plan_std), axis=1)).tolist())
+    changed = set(
+        np.flatnonzero(
+            np.any(np.asarray(fresh.plan_std) != np.asarray(buf.plan_std), axis=1)
+        ).tolist()
+    )
     assert changed == rows
     std = np.asarray(fresh.plan_std)[sorted(rows)]
     assert np.all((std >= cfg.planner.min_std) & (std <= cfg.planner.max_std))

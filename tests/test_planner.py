@@ -247,7 +247,13 @@ def test_reanalyze_equals_individual_plans(getkey):
     explore = nets.policy.with_log_std_bounds(*planner.reanalyze_log_std)
     one = eqx.filter_jit(
         lambda n, z, k: plan(
-            n, z, jnp.zeros((3, 2)), cfg=planner, discount=DISCOUNT, eval_mode=False, key=k,
+            n,
+            z,
+            jnp.zeros((3, 2)),
+            cfg=planner,
+            discount=DISCOUNT,
+            eval_mode=False,
+            key=k,
             trajectory_policy=explore,
         )
     )
@@ -279,8 +285,13 @@ def test_reanalyze_draws_policy_trajectories_with_the_wider_log_std(getkey):
 
     def sigma0(bounds):
         planner = PlannerConfig(
-            num_samples=64, num_pi_trajs=64, num_elites=64, iterations=1, min_std=1e-6,
-            temperature=0.0, reanalyze_log_std=bounds,
+            num_samples=64,
+            num_pi_trajs=64,
+            num_elites=64,
+            iterations=1,
+            min_std=1e-6,
+            temperature=0.0,
+            reanalyze_log_std=bounds,
         )
         return eqx.filter_jit(reanalyze)(nets, zs, cfg=planner, discount=DISCOUNT, key=key)[1]
 

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from test_training import SMALL_FLAGS
 
 from pompc_eqx.results import (
     add_page_arguments,
@@ -24,16 +25,23 @@ from pompc_eqx.results import (
     variant_label,
     write_page,
 )
-from test_training import SMALL_FLAGS
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _fake_run(run_dir: pathlib.Path, rows: list[tuple[int, int, int, float]], **config) -> pathlib.Path:
+def _fake_run(
+    run_dir: pathlib.Path, rows: list[tuple[int, int, int, float]], **config
+) -> pathlib.Path:
     """A run directory with `eval.csv` rows (agent_step, seed, episode, return), action repeat 2."""
     run_dir.mkdir(parents=True)
-    base = {"preset": "pompc", "lam": 1.0, "prior": "learned", "prior_loss": "reverse", "task": "jax/pendulum"}
+    base = {
+        "preset": "pompc",
+        "lam": 1.0,
+        "prior": "learned",
+        "prior_loss": "reverse",
+        "task": "jax/pendulum",
+    }
     (run_dir / "config.json").write_text(json.dumps({"config": {**base, **config}}))
     lines = ["agent_step,env_step,seed,episode,return"]
     lines += [f"{step},{2 * step},{seed},{episode},{ret}" for step, seed, episode, ret in rows]
@@ -83,9 +91,15 @@ def test_train_metric_table_averages_windows_and_seeds(tmp_path):
         ({"lam": 0.1, "prior_loss": "forward"}, "pompc λ=0.1 learned/forward"),
         ({"lam": "auto"}, "pompc λ=auto learned/reverse"),
         ({"planner": {"reanalyze_log_std": [-2.0, 1.0]}}, "pompc λ=1 learned/reverse"),
-        ({"planner": {"reanalyze_log_std": None}}, "pompc λ=1 learned/reverse (reanalyze log-std: own)"),
+        (
+            {"planner": {"reanalyze_log_std": None}},
+            "pompc λ=1 learned/reverse (reanalyze log-std: own)",
+        ),
         ({"planner": {}}, "pompc λ=1 learned/reverse (reanalyze log-std: own)"),
-        ({"planner": {"reanalyze_log_std": [-2.5, 1.0]}}, "pompc λ=1 learned/reverse (reanalyze log-std: [-2.5, 1])"),
+        (
+            {"planner": {"reanalyze_log_std": [-2.5, 1.0]}},
+            "pompc λ=1 learned/reverse (reanalyze log-std: [-2.5, 1])",
+        ),
         ({"preset": "tdmpc2", "lam": 0.0, "planner": {"reanalyze_log_std": None}}, "tdmpc2 λ=0"),
     ],
 )
@@ -104,14 +118,19 @@ def test_page_notes_from_a_file_or_inline_but_not_both(tmp_path):
     parser = argparse.ArgumentParser()
     add_page_arguments(parser)
     (tmp_path / "notes.md").write_text("\nSome *notes*.\n\n")
-    assert page_notes(parser.parse_args(["--notes-file", str(tmp_path / "notes.md")])) == "Some *notes*."
+    assert (
+        page_notes(parser.parse_args(["--notes-file", str(tmp_path / "notes.md")]))
+        == "Some *notes*."
+    )
     assert page_notes(parser.parse_args(["--notes", "inline"])) == "inline"
     with pytest.raises(SystemExit):
         parser.parse_args(["--notes", "inline", "--notes-file", "notes.md"])
 
 
 def test_eval_table_has_the_seed_mean_at_every_evaluation(tmp_path):
-    long = eval_curve(_fake_run(tmp_path / "a", [(1000, 0, 0, 1.0), (1000, 1, 0, 3.0), (2000, 0, 0, 8.0)]))
+    long = eval_curve(
+        _fake_run(tmp_path / "a", [(1000, 0, 0, 1.0), (1000, 1, 0, 3.0), (2000, 0, 0, 8.0)])
+    )
     short = eval_curve(_fake_run(tmp_path / "b", [(1000, 0, 0, -5.0)], preset="tdmpc2", lam=0.0))
     lines = eval_table([long, short]).splitlines()
     assert lines[0] == "| method | 1,000 | 2,000 |"
@@ -148,7 +167,17 @@ def test_write_page_names_command_table_and_wall_times(tmp_path):
     }
     (run_dir / "config.json").write_text(json.dumps(saved))
     page = tmp_path / "page" / "README.md"
-    write_page(page, "T", "python scripts/x.py", ROOT, [run_dir], "| table |\n", ["curves.png"], "notes", {"a": 90.0})
+    write_page(
+        page,
+        "T",
+        "python scripts/x.py",
+        ROOT,
+        [run_dir],
+        "| table |\n",
+        ["curves.png"],
+        "notes",
+        {"a": 90.0},
+    )
     text = page.read_text()
     assert text.startswith("# T\n\nCommand: `python scripts/x.py`\n")
     assert "model size `tiny` (latent 16, MLP 32)" in text and "10 agent steps" in text
@@ -159,23 +188,45 @@ def test_write_page_names_command_table_and_wall_times(tmp_path):
 def test_benchmark_learning_runs_a_grid_then_skips_it_when_finished(tmp_path):
     (tmp_path / "notes.md").write_text("These are the notes.\n")
     command = [
-        sys.executable, str(ROOT / "scripts" / "benchmark_learning.py"), "--task", "jax/pendulum",
-        "--out", "page", "--runs-dir", "runs", "--num-seeds", "2", "--variants", "tdmpc2", "pompc",
-        "--notes-file", "notes.md", "--every-eval", "--", *SMALL_FLAGS, "--no-aim",
+        sys.executable,
+        str(ROOT / "scripts" / "benchmark_learning.py"),
+        "--task",
+        "jax/pendulum",
+        "--out",
+        "page",
+        "--runs-dir",
+        "runs",
+        "--num-seeds",
+        "2",
+        "--variants",
+        "tdmpc2",
+        "pompc",
+        "--notes-file",
+        "notes.md",
+        "--every-eval",
+        "--",
+        *SMALL_FLAGS,
+        "--no-aim",
     ]
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     page = (tmp_path / "page" / "README.md").read_text()
     assert "--notes-file notes.md" in page and "These are the notes." in page
-    assert page.count("| tdmpc2 λ=0 |") == 2 and page.count("| pompc λ=1 learned/reverse |") == 2  # finals, every eval
+    assert (
+        page.count("| tdmpc2 λ=0 |") == 2 and page.count("| pompc λ=1 learned/reverse |") == 2
+    )  # finals, every eval
     assert (tmp_path / "page" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     for name in ("tdmpc2", "pompc"):
         copied = tmp_path / "page" / "runs" / name
-        assert (copied / "eval.csv").read_text() == (tmp_path / "runs" / name / "eval.csv").read_text()
+        assert (copied / "eval.csv").read_text() == (
+            tmp_path / "runs" / name / "eval.csv"
+        ).read_text()
         assert float((copied / "wall_time_s.txt").read_text()) > 0
     eval_mtime = (tmp_path / "runs" / "pompc" / "eval.csv").stat().st_mtime_ns
 
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "[tdmpc2] already finished" in again.stdout and "[pompc] already finished" in again.stdout
+    assert (
+        "[tdmpc2] already finished" in again.stdout and "[pompc] already finished" in again.stdout
+    )
     assert (tmp_path / "runs" / "pompc" / "eval.csv").stat().st_mtime_ns == eval_mtime

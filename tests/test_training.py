@@ -16,7 +16,14 @@ import pytest
 
 from pompc_eqx.checkpoint import CheckpointError
 from pompc_eqx.config import PRESETS, TrainConfig, config_from_dict
-from pompc_eqx.experiment import ConfigError, NonFiniteError, Trainer, check_finite, config_dict, run
+from pompc_eqx.experiment import (
+    ConfigError,
+    NonFiniteError,
+    Trainer,
+    check_finite,
+    config_dict,
+    run,
+)
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -42,18 +49,46 @@ def small(preset: str = "pompc", **overrides) -> TrainConfig:
         chunk_steps=CHUNK,
         aim=False,
         progress=False,
-        planner=dataclasses.replace(base.planner, num_samples=32, num_elites=4, num_pi_trajs=4, iterations=2),
-        buffer=dataclasses.replace(base.buffer, batch_size=16, reanalyze_batch=4, reanalyze_interval=2),
+        planner=dataclasses.replace(
+            base.planner, num_samples=32, num_elites=4, num_pi_trajs=4, iterations=2
+        ),
+        buffer=dataclasses.replace(
+            base.buffer, batch_size=16, reanalyze_batch=4, reanalyze_interval=2
+        ),
     )
     return dataclasses.replace(cfg, **overrides)
 
 
 SMALL_FLAGS = [
-    "--task", "jax/pendulum", "--model-size", "tiny", "--steps", str(2 * CHUNK), "--seed-steps", str(SEED_STEPS),
-    "--eval-every", str(CHUNK), "--eval-episodes", "1", "--chunk-steps", str(CHUNK), "--no-progress",
-    "--planner.num-samples", "32", "--planner.num-elites", "4", "--planner.num-pi-trajs", "4",
-    "--planner.iterations", "2", "--buffer.batch-size", "16", "--buffer.reanalyze-batch", "4",
-    "--buffer.reanalyze-interval", "2",
+    "--task",
+    "jax/pendulum",
+    "--model-size",
+    "tiny",
+    "--steps",
+    str(2 * CHUNK),
+    "--seed-steps",
+    str(SEED_STEPS),
+    "--eval-every",
+    str(CHUNK),
+    "--eval-episodes",
+    "1",
+    "--chunk-steps",
+    str(CHUNK),
+    "--no-progress",
+    "--planner.num-samples",
+    "32",
+    "--planner.num-elites",
+    "4",
+    "--planner.num-pi-trajs",
+    "4",
+    "--planner.iterations",
+    "2",
+    "--buffer.batch-size",
+    "16",
+    "--buffer.reanalyze-batch",
+    "4",
+    "--buffer.reanalyze-interval",
+    "2",
 ]
 
 
@@ -73,7 +108,12 @@ def test_seed_gives_same_metrics_alone_or_in_a_batch(batch_of_four):
     assert np.isfinite(alone["world_model_loss"]).sum() > 0, "no update ran in the first chunk"
     for name, values in alone.items():
         np.testing.assert_allclose(
-            values[:, 0], batch_of_four[name][:, 2], rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=name
+            values[:, 0],
+            batch_of_four[name][:, 2],
+            rtol=1e-4,
+            atol=1e-5,
+            equal_nan=True,
+            err_msg=name,
         )
 
 
@@ -99,7 +139,7 @@ def test_sharded_seeds_match_single_device():
     """Two CPU devices (forced in a subprocess): per-seed metrics of the first chunk match."""
     code = f"""
 import sys, numpy as np, jax
-sys.path.insert(0, {str(ROOT / 'tests')!r})
+sys.path.insert(0, {str(ROOT / "tests")!r})
 from test_training import first_chunk, small
 assert len(jax.devices()) == 2, jax.devices()
 cfg = small(num_seeds=2)
@@ -112,7 +152,9 @@ assert abs(losses[0] - losses[1]) > 1e-2 * abs(losses).max(), losses
 print("OK", sorted(one)[:3])
 """
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
 
@@ -126,7 +168,8 @@ def test_resume_is_bit_identical(tmp_path):
     cfg = small(num_seeds=2, checkpoint_every=CHUNK, run_dir=tmp_path / "full")
     full = run(cfg)
     assert sorted(p.name for p in (full / "checkpoints").iterdir()) == [
-        f"step_{CHUNK:012d}.ckpt", f"step_{2 * CHUNK:012d}.ckpt"
+        f"step_{CHUNK:012d}.ckpt",
+        f"step_{2 * CHUNK:012d}.ckpt",
     ]
     # Interrupted copy: only the first checkpoint survives; its eval rows past it get dropped.
     part = tmp_path / "part"
@@ -158,8 +201,12 @@ def test_resume_errors(tmp_path):
 def test_nan_guard_names_term_seed_and_step_and_keeps_checkpoint(tmp_path):
     # A NaN entropy weight poisons only the policy loss, which is not trained in the burst:
     # the first chunk finishes (and is checkpointed), the second stops at its first update.
-    base = small(num_seeds=2, seed_steps=CHUNK, steps=3 * CHUNK, checkpoint_every=CHUNK, eval_every=3 * CHUNK)
-    cfg = dataclasses.replace(base, run_dir=tmp_path, loss=dataclasses.replace(base.loss, entropy_coef=float("nan")))
+    base = small(
+        num_seeds=2, seed_steps=CHUNK, steps=3 * CHUNK, checkpoint_every=CHUNK, eval_every=3 * CHUNK
+    )
+    cfg = dataclasses.replace(
+        base, run_dir=tmp_path, loss=dataclasses.replace(base.loss, entropy_coef=float("nan"))
+    )
     with pytest.raises(NonFiniteError) as err:
         run(cfg)
     message = str(err.value)
@@ -196,7 +243,10 @@ def test_check_finite_skips_placeholders_and_reports_first_bad_value():
 def _cli(*args, cwd):
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=900,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -215,8 +265,14 @@ def test_cli_smoke_run_of_each_preset(preset, tmp_path):
     assert saved["config"]["preset"] == preset and saved["config"]["num_seeds"] == 2
     with open(run_dir / "train.csv") as f:
         train = list(csv.DictReader(f))
-    assert len(train) == 4 and {"world_model_loss", "pi_loss", "s_q", "episode_return"} <= set(train[0])
-    assert all(np.isfinite(float(r["world_model_loss"])) for r in train if r["agent_step"] == str(2 * CHUNK))
+    assert len(train) == 4 and {"world_model_loss", "pi_loss", "s_q", "episode_return"} <= set(
+        train[0]
+    )
+    assert all(
+        np.isfinite(float(r["world_model_loss"]))
+        for r in train
+        if r["agent_step"] == str(2 * CHUNK)
+    )
     if preset == "pompc":
         assert (run_dir / ".aim").is_dir()
         assert {"kl_mean", "kl_std", "prior_loss", "qlam_loss"} <= set(train[0])
@@ -252,9 +308,25 @@ def test_config_survives_its_json_round_trip(preset):
 def test_cli_help_documents_options(tmp_path):
     out = _cli("pompc", "--help", cwd=tmp_path)
     assert out.returncode == 0
-    for flag in ("--task", "--num-seeds", "--steps", "--seed", "--run-dir", "--model-size", "--lam",
-                 "--prior", "--prior-loss", "--seed-steps", "--eval-every", "--eval-episodes", "--resume",
-                 "--planner.num-samples", "--loss.rho", "--optim.enc-lr-scale", "--buffer.reanalyze-interval"):
+    for flag in (
+        "--task",
+        "--num-seeds",
+        "--steps",
+        "--seed",
+        "--run-dir",
+        "--model-size",
+        "--lam",
+        "--prior",
+        "--prior-loss",
+        "--seed-steps",
+        "--eval-every",
+        "--eval-episodes",
+        "--resume",
+        "--planner.num-samples",
+        "--loss.rho",
+        "--optim.enc-lr-scale",
+        "--buffer.reanalyze-interval",
+    ):
         assert flag in out.stdout, flag
 
 
@@ -287,7 +359,9 @@ def test_nonfinite_action_never_reaches_the_simulator():
     trainer = Trainer(cfg)
     state = trainer.init_state()
     encoder = lambda s: s.seeds.agent.nets.encoder
-    poisoned = jax.tree.map(lambda x: x.at[1].set(np.nan) if eqx.is_inexact_array(x) else x, encoder(state))
+    poisoned = jax.tree.map(
+        lambda x: x.at[1].set(np.nan) if eqx.is_inexact_array(x) else x, encoder(state)
+    )
     state = eqx.tree_at(encoder, state, poisoned)
     state, metrics, finite = trainer.chunk_fn(CHUNK)(state)
     metrics = jax.device_get(metrics)
@@ -301,7 +375,10 @@ def test_nonfinite_action_never_reaches_the_simulator():
 
 
 def test_forward_prior_loss_refuses_tanh_squashed_prior():
-    cfg = small(prior_loss="forward", policy=dataclasses.replace(PRESETS["pompc"][1].policy, distribution="tanh-gaussian"))
+    cfg = small(
+        prior_loss="forward",
+        policy=dataclasses.replace(PRESETS["pompc"][1].policy, distribution="tanh-gaussian"),
+    )
     with pytest.raises(ConfigError, match="clipped-gaussian"):
         Trainer(cfg)
 
@@ -309,7 +386,11 @@ def test_forward_prior_loss_refuses_tanh_squashed_prior():
 def _evaluate_script(*args, cwd):
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "evaluate.py"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=900, env={**os.environ, "MUJOCO_GL": "egl"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "MUJOCO_GL": "egl"},
     )
 
 
@@ -334,7 +415,9 @@ def test_evaluate_script_writes_a_video_of_a_dm_control_run(tmp_path):
         env.render(0, 24, 32)
     except Exception as err:  # no OpenGL backend on this machine
         pytest.skip(f"MuJoCo cannot render here ({type(err).__name__}: {err})")
-    run_dir = run(small(task="dmc/cartpole-swingup", seed_steps=CHUNK, steps=CHUNK, run_dir=tmp_path / "run"))
+    run_dir = run(
+        small(task="dmc/cartpole-swingup", seed_steps=CHUNK, steps=CHUNK, run_dir=tmp_path / "run")
+    )
     out = _evaluate_script(
         str(run_dir), "--episodes", "1", "--video", "ep.gif", "--size", "48", "64", cwd=tmp_path
     )
@@ -353,7 +436,15 @@ def test_agent_learns_the_target_probe_end_to_end():
     with the test's coarse planner (32 samples, 2 iterations) the agent reaches about 8."""
     from pompc_eqx.envs import PROBE_OPTIMAL_RETURNS
 
-    cfg = small("tdmpc2", task="jax/probe-target", num_seeds=2, seed_steps=200, steps=800, eval_every=800, eval_episodes=5)
+    cfg = small(
+        "tdmpc2",
+        task="jax/probe-target",
+        num_seeds=2,
+        seed_steps=200,
+        steps=800,
+        eval_every=800,
+        eval_episodes=5,
+    )
     trainer = Trainer(cfg)
     state = trainer.init_state()
     fn = trainer.chunk_fn(200)

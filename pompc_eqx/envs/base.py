@@ -71,9 +71,7 @@ class AbstractEnv(eqx.Module):
         """
 
     @abc.abstractmethod
-    def step(
-        self, state: PyTree, action: Float[Array, "seed action"]
-    ) -> tuple[PyTree, TimeStep]:
+    def step(self, state: PyTree, action: Float[Array, "seed action"]) -> tuple[PyTree, TimeStep]:
         """Advance every slot by one agent step (auto-resetting finished episodes)."""
 
     @abc.abstractmethod
