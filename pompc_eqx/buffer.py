@@ -13,7 +13,37 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Bool, Float, Int, Key
 
-from .agent import Batch
+
+class Batch(eqx.Module):
+    """B subsequences of H+1 observations inside one episode (time-major).
+
+    `plan_mean[t]`, `plan_std[t]` are the planner Gaussian stored for observation t.
+    """
+
+    obs: Float[Array, "time batch obs"]
+    action: Float[Array, "horizon batch action"]
+    reward: Float[Array, "horizon batch"]
+    terminated: Float[Array, "horizon batch"]
+    plan_mean: Float[Array, "time batch action"]
+    plan_std: Float[Array, "time batch action"]
+
+
+class Transition(eqx.Module):
+    """One agent step, as the buffer stores it (`*seed`: a leading seed axis when batched)."""
+
+    obs: Float[Array, "*seed obs"]
+    """The observation the action was planned at."""
+    action: Float[Array, "*seed action"]
+    reward: Float[Array, "*seed"]
+    terminated: Bool[Array, "*seed"]
+    plan_mean: Float[Array, "*seed action"]
+    plan_std: Float[Array, "*seed action"]
+    """The planner Gaussian (a_bar_0, sigma_0) computed at `obs`."""
+    position: Int[Array, "*seed"]
+    """Step index of `obs` in its episode."""
+    done: Bool[Array, "*seed"]
+    """The episode ended with this step; `final_obs` is its last observation."""
+    final_obs: Float[Array, "*seed obs"]
 
 
 class ReplayBuffer(eqx.Module):
@@ -95,38 +125,34 @@ class ReplayBuffer(eqx.Module):
             ),
         )
 
-    def add(
-        self,
-        obs: Float[Array, " obs"],
-        action: Float[Array, " action"],
-        reward: Float[Array, ""],
-        terminated: Bool[Array, ""],
-        plan_mean: Float[Array, " action"],
-        plan_std: Float[Array, " action"],
-        position: Int[Array, ""],
-        done: Bool[Array, ""],
-        final_obs: Float[Array, " obs"],
-        placeholder_std: float,
-    ) -> "ReplayBuffer":
-        """Store the transition from `obs` (step `position` of its episode); when the episode
-        ends (`done`), also store its final observation in the next row."""
+    def add(self, t: Transition, placeholder_std: float) -> "ReplayBuffer":
+        """Store a transition; when its episode ends (`t.done`), also store the final
+        observation in the next row (zero action and reward, planner std `placeholder_std`)."""
         yes = jnp.ones((), bool)
         buf = self._write(
-            self.pointer, position, yes, obs, action, reward, terminated, plan_mean, plan_std
+            self.pointer,
+            t.position,
+            yes,
+            t.obs,
+            t.action,
+            t.reward,
+            t.terminated,
+            t.plan_mean,
+            t.plan_std,
         )
-        zeros = jnp.zeros_like(action)
+        zeros = jnp.zeros_like(t.action)
         buf = buf._write(
             (self.pointer + 1) % self.capacity,
-            position + 1,
-            done,
-            final_obs,
+            t.position + 1,
+            t.done,
+            t.final_obs,
             zeros,
             jnp.zeros(()),
             jnp.zeros((), bool),
             zeros,
-            jnp.full_like(action, placeholder_std),
+            jnp.full_like(t.action, placeholder_std),
         )
-        pointer = (self.pointer + 1 + done.astype(jnp.int32)) % self.capacity
+        pointer = (self.pointer + 1 + t.done.astype(jnp.int32)) % self.capacity
         return eqx.tree_at(lambda b: b.pointer, buf, pointer)
 
     def sample_starts(self, batch_size: int, *, key: Key[Array, ""]) -> Int[Array, " batch"]:

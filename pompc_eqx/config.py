@@ -177,7 +177,9 @@ class AgentConfig:
     loss: LossConfig
     optim: OptimConfig
     lam: float | Literal["auto"]
-    prior: Literal["learned", "replay"]
+    """Selects the policy objective (`objectives.objective_class`)."""
+    prior: str
+    """A name in `priors.PRIORS`."""
     prior_loss: Literal["reverse", "forward"]
     batch_size: int
     episodic: bool = False
@@ -185,25 +187,6 @@ class AgentConfig:
     @property
     def discount(self) -> float:
         return self.loss.discount_for(self.episode_length)
-
-    @property
-    def has_kl(self) -> bool:
-        """Whether the policy is regularised toward a prior (lambda > 0)."""
-        return self.lam == "auto" or self.lam > 0
-
-    @property
-    def kl_only(self) -> bool:
-        """lambda = inf: the BMPC policy loss (KL only)."""
-        return self.lam != "auto" and math.isinf(self.lam)
-
-    @property
-    def has_qlam(self) -> bool:
-        """Q^lambda exists only for 0 < lambda < inf (and auto-tuned lambda)."""
-        return self.has_kl and not self.kl_only
-
-    @property
-    def has_prior_net(self) -> bool:
-        return self.has_kl and self.prior == "learned"
 
     @property
     def num_policy_latents(self) -> int:

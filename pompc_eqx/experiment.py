@@ -43,6 +43,7 @@ from .loop import (
     make_train_chunk,
     seed_keys,
 )
+from .objectives import objective_class
 from .tracking import AimTracker, CsvLog, ProgressBar
 from .world_model import count_params
 
@@ -153,7 +154,9 @@ class Trainer:
         self.schedule = Schedule(
             seed_steps=cfg.resolved_seed_steps(self.spec.episode_length),
             capacity=capacity,
-            reanalyze_interval=cfg.buffer.reanalyze_interval if self.agent_cfg.has_kl else 0,
+            reanalyze_interval=cfg.buffer.reanalyze_interval
+            if objective_class(self.agent_cfg).reads_planner_gaussians
+            else 0,
             reanalyze_batch=cfg.buffer.reanalyze_batch,
         )
         self.buffer_gb = (

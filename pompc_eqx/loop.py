@@ -14,12 +14,12 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Bool, Float, Int, Key, PyTree
 
-from .agent import AgentState, init_agent, update
-from .buffer import ReplayBuffer
+from .agent import AgentState, act, init_agent, update
+from .buffer import ReplayBuffer, Transition
 from .config import AgentConfig
 from .envs.base import AbstractEnv
 from .filters import filter_fori_loop, filter_scan
-from .planner import plan, reanalyze, shift_warm_start
+from .planner import reanalyze, shift_warm_start
 
 
 class Schedule(eqx.Module):
@@ -53,22 +53,26 @@ class LoopState(eqx.Module):
     """Regular (non-pretraining) updates done by every seed."""
 
 
+KEY_STREAMS = {"init": 0, "train": 1, "env": 2, "eval": 3}
+"""The independent key stream of each use, folded into a seed's key: `stream(keys, "env")`."""
+
+
 def seed_keys(seed: int, num_seeds: int) -> Key[Array, " seed"]:
     """Run i uses jax.random.key(seed + i): a seed gives the same run alone or in a batch."""
     return jax.vmap(jr.key)(seed + jnp.arange(num_seeds))
 
 
-def _stream(keys: Key[Array, " seed"], stream: int) -> Key[Array, " seed"]:
-    """Independent key streams per seed (0: init, 1: training, 2: env, 3: evaluation)."""
-    return jax.vmap(lambda k: jr.fold_in(k, stream))(keys)
+def stream(keys: Key[Array, " seed"], name: str) -> Key[Array, " seed"]:
+    """Each seed's key for one use (`KEY_STREAMS`)."""
+    return jax.vmap(lambda k: jr.fold_in(k, KEY_STREAMS[name]))(keys)
 
 
 def init_loop(
     cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, keys: Key[Array, " seed"]
 ) -> LoopState:
     """Fresh agents, empty buffers and reset environments for every seed."""
-    env_state, obs = env.reset(_stream(keys, 2))
-    agents = eqx.filter_vmap(lambda k: init_agent(cfg, key=k))(_stream(keys, 0))
+    env_state, obs = env.reset(stream(keys, "env"))
+    agents = eqx.filter_vmap(lambda k: init_agent(cfg, key=k))(stream(keys, "init"))
     horizon = cfg.planner.horizon
     num = keys.shape[0]
     buffers = eqx.filter_vmap(
@@ -81,7 +85,7 @@ def init_loop(
         warm_start=jnp.zeros((num, horizon, cfg.action_dim)),
         episode_step=jnp.zeros((num,), jnp.int32),
         episode_return=jnp.zeros((num,)),
-        key=_stream(keys, 1),
+        key=stream(keys, "train"),
     )
     return LoopState(
         seeds=seeds,
@@ -138,123 +142,175 @@ def learn(
     return agent, buffer, metrics
 
 
+LOOP_METRICS = ("episode_return", "plan_std", "nonfinite_action", "num_updates", "pretrain")
+"""Per-step bookkeeping of the loop itself (not update terms)."""
+
+
 def _nan_like(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), tree)
+
+
+class StepAction(eqx.Module):
+    """What a seed does at one agent step, and the planner Gaussian it stores (`*seed`: a
+    leading seed axis when batched)."""
+
+    action: Float[Array, "*seed action"]
+    plan_mean: Float[Array, "*seed action"]
+    plan_std: Float[Array, "*seed action"]
+    warm_start: Float[Array, "*seed horizon action"]
+
+
+def _choose_actions(
+    seeds: SeedState,
+    step: Int[Array, ""],
+    keys: Key[Array, " seed"],
+    cfg: AgentConfig,
+    schedule: Schedule,
+) -> StepAction:
+    """Uniform random actions in the seed phase (planner statistics N(0, sigma_max), paper
+    B.4), planned ones after it. The flag is unbatched, so only one branch runs."""
+
+    def random_actions():
+        a = jax.vmap(lambda k: jr.uniform(k, (cfg.action_dim,), minval=-1.0, maxval=1.0))(keys)
+        max_std = jnp.full_like(a, cfg.planner.max_std)
+        return StepAction(a, jnp.zeros_like(a), max_std, jnp.zeros_like(seeds.warm_start))
+
+    def planned_actions():
+        def one(agent, obs, warm, k):
+            p = act(agent, obs, warm, cfg=cfg, eval_mode=False, key=k)
+            return StepAction(p.action, p.mean[0], p.std[0], shift_warm_start(p.mean))
+
+        return eqx.filter_vmap(one)(seeds.agent, seeds.obs, seeds.warm_start, keys)
+
+    return jax.lax.cond(step < schedule.seed_steps, random_actions, planned_actions)
+
+
+def _train_step(
+    state: LoopState,
+    env: AbstractEnv,
+    vlearn,
+    metric_shapes: PyTree,
+    cfg: AgentConfig,
+    schedule: Schedule,
+) -> tuple[LoopState, dict[str, Float[Array, " seed"]]]:
+    """One agent step of Algorithm 2 for every seed: act, step the environment, store, learn."""
+    seeds = state.seeds
+    split = jax.vmap(lambda k: jr.split(k, 3))(seeds.key)
+    next_key, act_key, learn_key = split[:, 0], split[:, 1], split[:, 2]
+    chosen = _choose_actions(seeds, state.step, act_key, cfg, schedule)
+    # A non-finite action never reaches the simulator (MuJoCo rejects it mid-chunk):
+    # 0 is sent instead and the step is reported, so the host raises NonFiniteError.
+    finite_action = jnp.all(jnp.isfinite(chosen.action), axis=-1)
+    action = jnp.where(finite_action[:, None], chosen.action, 0.0)
+    env_state, ts = env.step(state.env_state, action)
+    stored_term = ts.terminated if cfg.episodic else jnp.zeros_like(ts.terminated)
+    transitions = Transition(
+        seeds.obs, action, ts.reward, stored_term, chosen.plan_mean, chosen.plan_std,
+        seeds.episode_step, ts.done, ts.final_obs,
+    )  # fmt: skip
+    buffer = eqx.filter_vmap(lambda b, t: b.add(t, placeholder_std=cfg.planner.max_std))(
+        seeds.buffer, transitions
+    )
+    episode_return = seeds.episode_return + ts.reward
+
+    # Alg. 2: nothing before seed_steps, a burst of seed_steps updates once the seed data is
+    # in, then one update per step with reanalyze every k-th update.
+    is_burst = state.step == schedule.seed_steps - 1
+    is_update = state.step >= schedule.seed_steps
+    num_learn = jnp.where(is_burst, schedule.seed_steps, is_update.astype(jnp.int32))
+    k = max(schedule.reanalyze_interval, 1)
+    with_reanalyze = is_update & (schedule.reanalyze_interval > 0) & ((state.updates + 1) % k == 0)
+
+    def learn_step(i, carry):
+        agent, buf, _ = carry
+        keys = jax.vmap(lambda kk: jr.fold_in(kk, i))(learn_key)
+        return vlearn(agent, buf, keys, is_burst, with_reanalyze)
+
+    agent, buffer, metrics = filter_fori_loop(
+        0, num_learn, learn_step, (seeds.agent, buffer, _nan_like(metric_shapes))
+    )
+    done = ts.done
+    num_seeds = done.shape[0]
+    metrics = {
+        **metrics,
+        "episode_return": jnp.where(done, episode_return, jnp.nan),
+        "plan_std": jnp.mean(chosen.plan_std, axis=-1),
+        "nonfinite_action": (~finite_action).astype(jnp.int32),
+        "num_updates": jnp.broadcast_to(num_learn, (num_seeds,)),
+        "pretrain": jnp.broadcast_to(is_burst.astype(jnp.int32), (num_seeds,)),
+    }
+    seeds = SeedState(
+        agent=agent,
+        buffer=buffer,
+        obs=ts.obs,
+        warm_start=jnp.where(done[:, None, None], 0.0, chosen.warm_start),
+        episode_step=jnp.where(done, 0, seeds.episode_step + 1),
+        episode_return=jnp.where(done, 0.0, episode_return),
+        key=next_key,
+    )
+    state = LoopState(
+        seeds=seeds,
+        env_state=env_state,
+        step=state.step + 1,
+        updates=state.updates + is_update.astype(jnp.int32),
+    )
+    return state, metrics
 
 
 def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num_steps: int):
     """A pure function `LoopState -> (LoopState, per-step metrics)` for `num_steps` agent steps.
 
     Per-step metrics have shape (num_steps, seed): every update metric (NaN where no update
-    ran), `episode_return` (NaN unless an episode ended), `plan_std` (mean sigma_0) and
-    `nonfinite_action` (1 where the agent's action was not finite and 0 was executed).
+    ran) and the loop's own `LOOP_METRICS`: `episode_return` (NaN unless an episode ended),
+    `plan_std` (mean sigma_0), `nonfinite_action` (1 where the agent's action was not finite
+    and 0 was executed), `num_updates` and `pretrain` (1 in the pretraining burst).
     """
-    action_dim, max_std = cfg.action_dim, cfg.planner.max_std
     vlearn = eqx.filter_vmap(
         lambda a, b, k, pretrain, re: learn(a, b, k, pretrain, re, cfg=cfg, schedule=schedule),
         in_axes=(eqx.if_array(0), eqx.if_array(0), 0, None, None),
     )
 
-    def act(seeds: SeedState, step: Int[Array, ""], keys: Key[Array, " seed"]):
-        def random_actions():
-            a = jax.vmap(lambda k: jr.uniform(k, (action_dim,), minval=-1.0, maxval=1.0))(keys)
-            # Seed-phase planner statistics: N(0, sigma_max) (paper B.4).
-            return a, jnp.zeros_like(a), jnp.full_like(a, max_std), jnp.zeros_like(seeds.warm_start)
-
-        def planned_actions():
-            def one(agent, obs, warm, k):
-                p = plan(
-                    agent.nets,
-                    agent.nets.encode(obs),
-                    warm,
-                    cfg=cfg.planner,
-                    discount=cfg.discount,
-                    eval_mode=False,
-                    key=k,
-                )
-                return p.action, p.mean[0], p.std[0], shift_warm_start(p.mean)
-
-            return eqx.filter_vmap(one)(seeds.agent, seeds.obs, seeds.warm_start, keys)
-
-        return jax.lax.cond(step < schedule.seed_steps, random_actions, planned_actions)
-
     def chunk(state: LoopState) -> tuple[LoopState, dict[str, Float[Array, "step seed"]]]:
         no = jnp.zeros((), bool)
-        metric_shapes = eqx.filter_eval_shape(
-            vlearn, state.seeds.agent, state.seeds.buffer, state.seeds.key, no, no
-        )[2]
-
-        def body(state: LoopState, _):
-            seeds = state.seeds
-            split = jax.vmap(lambda k: jr.split(k, 3))(seeds.key)
-            next_key, act_key, learn_key = split[:, 0], split[:, 1], split[:, 2]
-            action, plan_mean, plan_std, warm = act(seeds, state.step, act_key)
-            # A non-finite action never reaches the simulator (MuJoCo rejects it mid-chunk):
-            # 0 is sent instead and the step is reported, so the host raises NonFiniteError.
-            finite_action = jnp.all(jnp.isfinite(action), axis=-1)
-            action = jnp.where(finite_action[:, None], action, 0.0)
-            env_state, ts = env.step(state.env_state, action)
-            stored_term = ts.terminated if cfg.episodic else jnp.zeros_like(ts.terminated)
-            buffer = eqx.filter_vmap(lambda b, *xs: b.add(*xs, placeholder_std=max_std))(
-                seeds.buffer,
-                seeds.obs,
-                action,
-                ts.reward,
-                stored_term,
-                plan_mean,
-                plan_std,
-                seeds.episode_step,
-                ts.done,
-                ts.final_obs,
-            )
-            episode_return = seeds.episode_return + ts.reward
-
-            # Alg. 2: nothing before seed_steps, a burst of seed_steps updates once the seed
-            # data is in, then one update per step with reanalyze every k-th update.
-            is_burst = state.step == schedule.seed_steps - 1
-            is_update = state.step >= schedule.seed_steps
-            num_learn = jnp.where(is_burst, schedule.seed_steps, is_update.astype(jnp.int32))
-            k = max(schedule.reanalyze_interval, 1)
-            with_reanalyze = (
-                is_update & (schedule.reanalyze_interval > 0) & ((state.updates + 1) % k == 0)
-            )
-
-            def learn_step(i, carry):
-                agent, buf, _ = carry
-                keys = jax.vmap(lambda kk: jr.fold_in(kk, i))(learn_key)
-                return vlearn(agent, buf, keys, is_burst, with_reanalyze)
-
-            agent, buffer, metrics = filter_fori_loop(
-                0, num_learn, learn_step, (seeds.agent, buffer, _nan_like(metric_shapes))
-            )
-            done = ts.done
-            metrics = dict(metrics)
-            metrics["episode_return"] = jnp.where(done, episode_return, jnp.nan)
-            metrics["plan_std"] = jnp.mean(plan_std, axis=-1)
-            metrics["nonfinite_action"] = (~finite_action).astype(jnp.int32)
-            num_seeds = done.shape[0]
-            metrics["num_updates"] = jnp.broadcast_to(num_learn, (num_seeds,))
-            metrics["pretrain"] = jnp.broadcast_to(is_burst.astype(jnp.int32), (num_seeds,))
-            seeds = SeedState(
-                agent=agent,
-                buffer=buffer,
-                obs=ts.obs,
-                warm_start=jnp.where(done[:, None, None], 0.0, warm),
-                episode_step=jnp.where(done, 0, seeds.episode_step + 1),
-                episode_return=jnp.where(done, 0.0, episode_return),
-                key=next_key,
-            )
-            state = LoopState(
-                seeds=seeds,
-                env_state=env_state,
-                step=state.step + 1,
-                updates=state.updates + is_update.astype(jnp.int32),
-            )
-            return state, metrics
-
+        seeds = state.seeds
+        metric_shapes = eqx.filter_eval_shape(vlearn, seeds.agent, seeds.buffer, seeds.key, no, no)[
+            2
+        ]
+        body = lambda st, _: _train_step(st, env, vlearn, metric_shapes, cfg, schedule)
         return filter_scan(body, state, None, length=num_steps)
 
     return chunk
+
+
+class EpisodeCarry(eqx.Module):
+    """The state of one evaluation episode of every seed."""
+
+    env_state: PyTree
+    obs: Float[Array, "seed obs"]
+    warm_start: Float[Array, "seed horizon action"]
+    episode_return: Float[Array, " seed"]
+    finished: Bool[Array, " seed"]
+    t: Int[Array, ""]
+    key: Key[Array, " seed"]
+
+
+def _eval_step(
+    carry: EpisodeCarry, agents: AgentState, env: AbstractEnv, cfg: AgentConfig
+) -> EpisodeCarry:
+    """One eval-mode step of every seed (no sigma_0 noise); finished seeds add no reward."""
+    split = jax.vmap(lambda kk: jr.split(kk, 2))(carry.key)
+    key, step_keys = split[:, 0], split[:, 1]
+
+    def one(agent, o, w, kk):
+        p = act(agent, o, w, cfg=cfg, eval_mode=True, key=kk)
+        return p.action, shift_warm_start(p.mean)
+
+    action, warm = eqx.filter_vmap(one)(agents, carry.obs, carry.warm_start, step_keys)
+    env_state, ts = env.step(carry.env_state, action)
+    episode_return = carry.episode_return + jnp.where(carry.finished, 0.0, ts.reward)
+    return EpisodeCarry(
+        env_state, ts.obs, warm, episode_return, carry.finished | ts.done, carry.t + 1, key
+    )
 
 
 def make_evaluate(cfg: AgentConfig, env: AbstractEnv, num_episodes: int):
@@ -267,52 +323,20 @@ def make_evaluate(cfg: AgentConfig, env: AbstractEnv, num_episodes: int):
         num = keys.shape[0]
         reset_keys, plan_keys = _split2(keys)
         env_state, obs = env.reset(reset_keys)
-
-        def cond(carry):
-            _, _, _, _, finished, t, _ = carry
-            return (t < max_len) & ~jnp.all(finished)
-
-        def body(carry):
-            env_state, obs, warm, ret, finished, t, k = carry
-            split = jax.vmap(lambda kk: jr.split(kk, 2))(k)
-            k, step_keys = split[:, 0], split[:, 1]
-
-            def one(agent, o, w, kk):
-                p = plan(
-                    agent.nets,
-                    agent.nets.encode(o),
-                    w,
-                    cfg=cfg.planner,
-                    discount=cfg.discount,
-                    eval_mode=True,
-                    key=kk,
-                )
-                return p.action, shift_warm_start(p.mean)
-
-            action, warm = eqx.filter_vmap(one)(agents, obs, warm, step_keys)
-            env_state, ts = env.step(env_state, action)
-            ret = ret + jnp.where(finished, 0.0, ts.reward)
-            return env_state, ts.obs, warm, ret, finished | ts.done, t + 1, k
-
-        init = (
-            env_state,
-            obs,
-            jnp.zeros((num, horizon, action_dim)),
-            jnp.zeros((num,)),
-            jnp.zeros((num,), bool),
-            jnp.zeros((), jnp.int32),
-            plan_keys,
-        )
-        out = jax.lax.while_loop(cond, body, init)
-        return out[3]
+        init = EpisodeCarry(
+            env_state, obs, jnp.zeros((num, horizon, action_dim)), jnp.zeros((num,)),
+            jnp.zeros((num,), bool), jnp.zeros((), jnp.int32), plan_keys,
+        )  # fmt: skip
+        running = lambda c: (c.t < max_len) & ~jnp.all(c.finished)
+        return jax.lax.while_loop(
+            running, lambda c: _eval_step(c, agents, env, cfg), init
+        ).episode_return
 
     def evaluate(agents: AgentState, keys: Key[Array, " seed"]) -> Float[Array, "seed episode"]:
         episode_keys = jax.vmap(lambda k: jr.split(k, num_episodes))(keys)  # (seed, episode)
-
-        def one(_, ks):
-            return None, episode(agents, ks)
-
-        _, returns = jax.lax.scan(one, None, jnp.swapaxes(episode_keys, 0, 1))
+        _, returns = jax.lax.scan(
+            lambda _, ks: (None, episode(agents, ks)), None, jnp.swapaxes(episode_keys, 0, 1)
+        )
         return jnp.swapaxes(returns, 0, 1)
 
     return evaluate

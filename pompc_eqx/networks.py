@@ -11,6 +11,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import optax
 from jaxtyping import Array, Float, Int, Key, PyTree
 
 
@@ -169,3 +170,8 @@ def polyak(online: PyTree, target: PyTree, tau: float) -> PyTree:
     online_params = eqx.filter(online, eqx.is_inexact_array)
     new = jax.tree.map(lambda o, t: t + tau * (o - t), online_params, params)
     return eqx.combine(new, static)
+
+
+def adam_with_clip(lr: float, grad_clip: float, eps: float = 1e-8) -> optax.GradientTransformation:
+    """Adam after a global-norm gradient clip (each trained part of the agent has its own)."""
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr, eps=eps))

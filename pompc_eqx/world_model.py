@@ -1,8 +1,8 @@
 """The TD-MPC2 latent world model with PO-MPC's extra heads (spec §1).
 
-`Networks` holds every trained network of one seed: encoder h, latent dynamics d, reward R,
-the bootstrap Q ensemble, the KL-regularised Q^lambda ensemble (only for 0 < lambda < inf),
-the sampling policy pi_s and the adaptive prior pi_p (only when the prior is learned).
+`Networks` holds what the planner reads: encoder h, latent dynamics d, reward R, the
+bootstrap Q ensemble and the sampling policy pi_s. The networks of the policy objective
+(Q^lambda, the learned prior) belong to its module (`objectives.py`, `priors.py`).
 """
 
 import dataclasses
@@ -87,15 +87,13 @@ def random_pair(key: Key[Array, ""], num_members: int) -> Int[Array, " 2"]:
 
 
 class Networks(eqx.Module):
-    """All trained networks of one seed (unbatched)."""
+    """The world model and the sampling policy of one seed (unbatched)."""
 
     encoder: MLP
     dynamics: MLP
     reward: MLP
     q: Ensemble
-    qlam: Ensemble | None
     policy: PolicyNet
-    prior: PolicyNet | None
     two_hot: TwoHot
 
     def encode(self, obs: Float[Array, " obs"]) -> Float[Array, " latent"]:
@@ -117,37 +115,40 @@ class Networks(eqx.Module):
         return self.two_hot.decode(self.reward_logits(z, a))
 
 
+INIT_KEYS = ("encoder", "dynamics", "reward", "q", "critic", "policy", "prior")
+"""The parts of an agent initialised from one key, in the order of `jr.split(key, 7)`."""
+
+
+def init_keys(key: Key[Array, ""]) -> dict[str, Key[Array, ""]]:
+    """One key per initialised part (`INIT_KEYS`): the same key gives the same networks."""
+    return dict(zip(INIT_KEYS, jr.split(key, len(INIT_KEYS))))
+
+
 def make_networks(cfg: AgentConfig, *, key: Key[Array, ""]) -> Networks:
-    """Build and initialise all networks as TD-MPC2 does (zero last layer of R and Q)."""
+    """Build and initialise the networks as TD-MPC2 does (zero last layer of R and Q)."""
     m = cfg.model
     if m.latent_dim % m.simnorm_dim:
         raise ValueError(
             f"latent_dim {m.latent_dim} must be a multiple of simnorm_dim {m.simnorm_dim}"
         )
-    enc_key, dyn_key, rew_key, q_key, qlam_key, pi_key, prior_key = jr.split(key, 7)
+    keys = init_keys(key)
     simnorm = SimNorm(m.simnorm_dim)
-    family = make_family(cfg.policy)
     enc_hidden = (m.enc_dim,) * max(m.num_enc_layers - 1, 1)
+    za_dim = m.latent_dim + cfg.action_dim
     return Networks(
-        encoder=MLP(cfg.obs_dim, enc_hidden, m.latent_dim, simnorm, key=enc_key),
-        dynamics=MLP(
-            m.latent_dim + cfg.action_dim,
-            (m.mlp_dim, m.mlp_dim),
-            m.latent_dim,
-            simnorm,
-            key=dyn_key,
-        ),
-        reward=zero_last_layer(
-            MLP(m.latent_dim + cfg.action_dim, (m.mlp_dim, m.mlp_dim), m.num_bins, key=rew_key)
-        ),
-        q=make_q_ensemble(cfg, key=q_key),
-        qlam=make_q_ensemble(cfg, key=qlam_key) if cfg.has_qlam else None,
-        policy=PolicyNet(m.latent_dim, m.mlp_dim, cfg.action_dim, family, key=pi_key),
-        prior=PolicyNet(m.latent_dim, m.mlp_dim, cfg.action_dim, family, key=prior_key)
-        if cfg.has_prior_net
-        else None,
+        encoder=MLP(cfg.obs_dim, enc_hidden, m.latent_dim, simnorm, key=keys["encoder"]),
+        dynamics=MLP(za_dim, (m.mlp_dim, m.mlp_dim), m.latent_dim, simnorm, key=keys["dynamics"]),
+        reward=zero_last_layer(MLP(za_dim, (m.mlp_dim, m.mlp_dim), m.num_bins, key=keys["reward"])),
+        q=make_q_ensemble(cfg, key=keys["q"]),
+        policy=make_policy_net(cfg, key=keys["policy"]),
         two_hot=TwoHot(m.num_bins, m.vmin, m.vmax),
     )
+
+
+def make_policy_net(cfg: AgentConfig, *, key: Key[Array, ""]) -> PolicyNet:
+    """A Gaussian policy network of the configured family (the sampling policy, a learned prior)."""
+    m = cfg.model
+    return PolicyNet(m.latent_dim, m.mlp_dim, cfg.action_dim, make_family(cfg.policy), key=key)
 
 
 def count_params(tree: PyTree) -> int:

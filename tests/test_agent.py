@@ -1,4 +1,4 @@
-"""The PO-MPC update (pompc_eqx.agent): the lambda special cases of Eq. 18, the TD targets of
+"""The PO-MPC update (pompc_eqx.agent, objectives, losses): the lambda special cases of Eq. 18, the TD targets of
 Eqs. 15/17, TD-MPC2's world-model loss, compile-once and shape errors.
 
 Every reference below is written in this file from the formulas (anchors-reference §2, §4 and
@@ -20,7 +20,8 @@ import jaxtyping
 import numpy as np
 import pytest
 
-from pompc_eqx.agent import Batch, init_agent, policy_loss, td_targets, update, world_model_loss
+from pompc_eqx.agent import ModelParams, Targets, init_agent, model_loss, td_targets, update
+from pompc_eqx.buffer import Batch
 from pompc_eqx.config import PRESETS
 from pompc_eqx.distributions import ClippedGaussian
 from pompc_eqx.lam import DualLambda, FixedLambda
@@ -53,26 +54,30 @@ def perturb_heads(state, key):
     state = eqx.tree_at(
         lambda s: s.target_q.members.out.weight, state, rnd(state.target_q.members.out.weight)
     )
-    if nets.qlam is not None:
+    if hasattr(state.objective, "qlam"):
+        obj = state.objective
         state = eqx.tree_at(
-            lambda s: s.nets.qlam.members.out.weight, state, rnd(nets.qlam.members.out.weight)
+            lambda s: s.objective.qlam.members.out.weight, state, rnd(obj.qlam.members.out.weight)
         )
         state = eqx.tree_at(
-            lambda s: s.target_qlam.members.out.weight,
+            lambda s: s.objective.target_qlam.members.out.weight,
             state,
-            rnd(state.target_qlam.members.out.weight),
+            rnd(obj.target_qlam.members.out.weight),
         )
     return state
 
 
 def with_scales(state, q=1.0, kl=1.0, prior=1.0):
     """Running scales away from their initial 1, so that the EMA and the division are visible."""
-    new = eqx.tree_at(
-        lambda s: (s.scales.q, s.scales.kl, s.scales.prior),
-        state,
-        tuple(RunningScale(value=jnp.asarray(v, jnp.float32)) for v in (q, kl, prior)),
-    )
-    return new
+    scale = lambda v: RunningScale(value=jnp.asarray(v, jnp.float32))
+    obj = state.objective
+    if hasattr(obj, "scale_q"):
+        obj = eqx.tree_at(lambda o: o.scale_q, obj, scale(q))
+    if hasattr(obj, "scale_kl"):
+        obj = eqx.tree_at(lambda o: o.scale_kl, obj, scale(kl))
+    if hasattr(obj, "prior") and hasattr(obj.prior, "scale"):
+        obj = eqx.tree_at(lambda o: o.prior.scale, obj, scale(prior))
+    return eqx.tree_at(lambda s: s.objective, state, obj)
 
 
 def make_batch(key, h=H, b=B, a=A):
@@ -152,7 +157,7 @@ def _dist_params(net, z, cfg):
 
 def policy_components(policy, state, zs, batch, cfg, key, *, critic, prior):
     """Per-(t, b) scaled entropy, Q and KL of the policy loss, from the key layout of
-    `policy_loss`: sample, pair, dropout, kl = split(key, 4), then one key per (t, b)."""
+    `losses.draw_policy`: sample, pair, dropout, kl = split(key, 4), then one key per (t, b)."""
     n, b = zs.shape[:2]
     sample_key, pair_key, dropout_key, _ = jr.split(key, 4)
     pair = None if critic is None else jr.choice(pair_key, critic.num_members, (2,), replace=False)
@@ -169,7 +174,7 @@ def policy_components(policy, state, zs, batch, cfg, key, *, critic, prior):
         if prior == "replay":
             out["kl"] = gauss_kl(loc, scale, plan_m, plan_s)
         elif prior == "learned":
-            p_loc, p_scale, _ = _dist_params(state.nets.prior, z, cfg)
+            p_loc, p_scale, _ = _dist_params(state.objective.prior.net, z, cfg)
             out["kl"] = gauss_kl(loc, scale, p_loc, p_scale)
         return out
 
@@ -197,12 +202,21 @@ def reference_policy_loss(comps, s_q, s_kl, lam, cfg, n):
     return jnp.sum(w * jnp.mean(per, axis=1))
 
 
+def policy_loss(policy, state, zs, batch, cfg, key):
+    return state.objective.policy_loss(policy, state.nets, zs, batch, cfg.loss, key=key)
+
+
 POLICY_VALUE_AND_GRAD = eqx.filter_jit(eqx.filter_value_and_grad(policy_loss, has_aux=True))
+
+
+def scale_value(objective, name):
+    """S_Q / S_KL of an objective, or None where it has no such term."""
+    return float(getattr(objective, name).value) if hasattr(objective, name) else None
 
 
 def check_policy_loss(cfg, state, zs, batch, key, *, critic, prior, lam):
     n = zs.shape[0]
-    (loss, (scales, metrics)), grads = POLICY_VALUE_AND_GRAD(
+    (loss, (objective, metrics)), grads = POLICY_VALUE_AND_GRAD(
         state.nets.policy, state, zs, batch, cfg, key
     )
 
@@ -210,16 +224,12 @@ def check_policy_loss(cfg, state, zs, batch, key, *, critic, prior, lam):
         lambda pol: policy_components(pol, state, zs, batch, cfg, key, critic=critic, prior=prior)
     )
     comps = comps_fn(state.nets.policy)
-    s_q = (
-        np_scale(float(state.scales.q.value), comps["q"][0], cfg.loss.scale_tau)
-        if "q" in comps
-        else None
+    old_q, old_kl = (
+        scale_value(state.objective, "scale_q"),
+        scale_value(state.objective, "scale_kl"),
     )
-    s_kl = (
-        np_scale(float(state.scales.kl.value), comps["kl"][0], cfg.loss.scale_tau)
-        if "kl" in comps
-        else None
-    )
+    s_q = np_scale(old_q, comps["q"][0], cfg.loss.scale_tau) if "q" in comps else None
+    s_kl = np_scale(old_kl, comps["kl"][0], cfg.loss.scale_tau) if "kl" in comps else None
 
     def ref(pol):
         return reference_policy_loss(comps_fn(pol), s_q, s_kl, lam, cfg, n)
@@ -232,14 +242,11 @@ def check_policy_loss(cfg, state, zs, batch, key, *, critic, prior, lam):
     assert gmax > 0
     for g, r in zip(flat, flat_ref):
         np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-4 * gmax)
-    if s_q is not None:
-        np.testing.assert_allclose(float(scales.q.value), s_q, rtol=1e-5)
-    else:
-        assert float(scales.q.value) == float(state.scales.q.value)
-    if s_kl is not None:
-        np.testing.assert_allclose(float(scales.kl.value), s_kl, rtol=1e-5)
-    else:
-        assert float(scales.kl.value) == float(state.scales.kl.value)
+    for name, expected in (("scale_q", s_q), ("scale_kl", s_kl)):
+        if expected is not None:
+            np.testing.assert_allclose(scale_value(objective, name), expected, rtol=1e-5)
+        else:  # the objective has no such term, so no such scale
+            assert scale_value(objective, name) is None
     return loss, comps, s_kl, metrics
 
 
@@ -250,16 +257,13 @@ def test_num_policy_latents_per_preset():
     assert agent_config("tdmpc2").num_policy_latents == H + 1  # TD-MPC2: z_0..z_H
     assert agent_config("bmpc").num_policy_latents == H  # BMPC / Eq. 18: z_0..z_{H-1}
     assert agent_config("pompc").num_policy_latents == H
-    assert not agent_config("tdmpc2").has_kl and not agent_config("tdmpc2").has_qlam
-    assert agent_config("bmpc").kl_only and not agent_config("bmpc").has_qlam
-    assert agent_config("pompc").has_qlam and agent_config("pompc").has_prior_net
 
 
 def test_lambda_zero_is_tdmpc2_policy_loss(states, batch, getkey):
     """lambda = 0 (`tdmpc2` preset): (1/(H+1)) sum_{t=0}^{H} rho^t mean_B[-alpha se_t - q_t/S_Q],
     q_t the mean of one random pair of online Q heads with dropout on, S_Q updated from q_0."""
     cfg, state = states["tdmpc2"]
-    assert state.nets.qlam is None and state.nets.prior is None
+    assert not hasattr(state.objective, "qlam") and not hasattr(state.objective, "prior")
     zs = latents(state, batch.obs)  # H+1 latents
     loss, comps, _, metrics = check_policy_loss(
         cfg, state, zs, batch, getkey(), critic=state.nets.q, prior=None, lam=0.0
@@ -299,18 +303,20 @@ def test_intermediate_lambda_loss_and_linearity_in_lambda(states, batch, getkey)
     in lambda with slope sum_t rho^t/H mean_B KL_t / S_KL (same key, other lambdas)."""
     cfg, state = states["pompc"]
     # lambda as an array (DualLambda's log-lambda) so that other values reuse the compiled loss
-    state = eqx.tree_at(lambda s: s.lam, state, DualLambda(1.0, kl_target=1.0, lr=1e-3))
+    state = eqx.tree_at(lambda s: s.objective.lam, state, DualLambda(1.0, kl_target=1.0, lr=1e-3))
     zs = latents(state, batch.obs)[:H]
     key = getkey()
     loss1, comps, s_kl, _ = check_policy_loss(
-        cfg, state, zs, batch, key, critic=state.nets.qlam, prior="learned", lam=1.0
+        cfg, state, zs, batch, key, critic=state.objective.qlam, prior="learned", lam=1.0
     )
     slope = (
         float(np.sum(weights(H, cfg.loss.rho) * np.mean(np.asarray(comps["kl"]), axis=1))) / s_kl
     )
     assert slope > 1e-3
     for lam in (0.25, 9.0):
-        other = eqx.tree_at(lambda s: s.lam, state, DualLambda(lam, kl_target=1.0, lr=1e-3))
+        other = eqx.tree_at(
+            lambda s: s.objective.lam, state, DualLambda(lam, kl_target=1.0, lr=1e-3)
+        )
         (loss, _), _ = POLICY_VALUE_AND_GRAD(other.nets.policy, other, zs, batch, cfg, key)
         np.testing.assert_allclose(
             float(loss) - float(loss1), (lam - 1.0) * slope, rtol=1e-4, atol=1e-6
@@ -325,10 +331,12 @@ def test_td_targets_eq15_and_eq17(states, batch, getkey):
     y^lam = r + gamma (1 - term) (min_pair Qbar^lam(z', a~) - lam KL(pi_s||pi_p)(z') / max(1, S)),
     z' = h(o_{t+1}), a~ ~ pi_s(z'); key layout: act, pair, lam_pair, kl = split(key, 4)."""
     cfg, state = states["pompc"]
-    state = eqx.tree_at(lambda s: s.lam, state, FixedLambda(2.5))
+    state = eqx.tree_at(lambda s: s.objective.lam, state, FixedLambda(2.5))
     z_next = latents(state, batch.obs[1:])
     key = getkey()
-    td, td_lam = eqx.filter_jit(td_targets)(state, batch, z_next, cfg, key=key)
+    targets = eqx.filter_jit(td_targets)(state, batch, z_next, cfg, key=key)
+    td, td_lam = targets.q, targets.critic
+    obj = state.objective
 
     @eqx.filter_jit
     def reference(state, batch, z_next):
@@ -341,11 +349,11 @@ def test_td_targets_eq15_and_eq17(states, batch, getkey):
             a = jnp.clip(loc + scale * jr.normal(k, (A,)), -1, 1)
             za = jnp.concatenate([z, a])
             q = decode(state.target_q(za))  # all heads, no dropout
-            qlam = decode(state.target_qlam(za))
-            p_loc, p_scale, _ = _dist_params(state.nets.prior, z, cfg)
+            qlam = decode(obj.target_qlam(za))
+            p_loc, p_scale, _ = _dist_params(obj.prior.net, z, cfg)
             kl = gauss_kl(loc, scale, p_loc, p_scale)
             boot = cfg.discount * (1 - term)
-            s_kl = jnp.maximum(1.0, state.scales.kl.value)
+            s_kl = jnp.maximum(1.0, obj.scale_kl.value)
             return r + boot * jnp.min(q[pair]), r + boot * (
                 jnp.min(qlam[lam_pair]) - 2.5 * kl / s_kl
             )
@@ -368,8 +376,8 @@ def test_td_target_without_qlam(states, batch, getkey):
     for preset in ("tdmpc2", "bmpc"):
         cfg, state = states[preset]
         z_next = jnp.zeros((H, B, state.nets.encoder.out.linear.weight.shape[0]))
-        td, td_lam = eqx.filter_eval_shape(td_targets, state, batch, z_next, cfg, key=getkey())
-        assert td_lam is None and td.shape == (H, B)
+        targets = eqx.filter_eval_shape(td_targets, state, batch, z_next, cfg, key=getkey())
+        assert targets.critic is None and targets.q.shape == (H, B)
 
 
 # --------------------------------------------------------------------------- world-model loss
@@ -393,21 +401,16 @@ def test_world_model_loss_matches_naive_loop(no_dropout_state, batch, getkey):
     z_next = latents(state, batch.obs[1:])
     td = 3.0 * jr.normal(k1, (H, B))
     td_lam = 3.0 * jr.normal(k2, (H, B))
-    part = (
-        state.nets.encoder,
-        state.nets.dynamics,
-        state.nets.reward,
-        state.nets.q,
-        state.nets.qlam,
-    )
-    total, (zs, metrics) = eqx.filter_jit(world_model_loss)(
-        part, state, batch, z_next, td, td_lam, cfg, k3
+    part = state.model_params()
+    assert isinstance(part, ModelParams)
+    total, (zs, metrics) = eqx.filter_jit(model_loss)(
+        part, state, batch, z_next, Targets(td, td_lam), cfg, k3
     )
 
     rho = cfg.loss.rho
 
     def naive(part):
-        enc, dyn, rew, q, qlam = part
+        enc, dyn, rew, q, qlam = part.encoder, part.dynamics, part.reward, part.q, part.critic
         ce_heads = jax.vmap(jax.vmap(soft_ce, in_axes=(0, None)))  # over batch, then heads
         lc = lr = lv = lq = 0.0
         z = jax.vmap(enc)(batch.obs[0])
@@ -461,7 +464,7 @@ def test_update_compiles_once_and_applies_the_steps(states, getkey):
     tau = cfg.loss.tau
     for online, old, new in (
         (s1.nets.q, state.target_q, s1.target_q),
-        (s1.nets.qlam, state.target_qlam, s1.target_qlam),
+        (s1.objective.qlam, state.objective.target_qlam, s1.objective.target_qlam),
     ):
         leaves = zip(
             jax.tree.leaves(eqx.filter(online, eqx.is_inexact_array)),
@@ -473,9 +476,9 @@ def test_update_compiles_once_and_applies_the_steps(states, getkey):
     # everything learned moved in a normal update
     for get in (
         lambda s: s.nets.policy,
-        lambda s: s.nets.prior,
+        lambda s: s.objective.prior.net,
         lambda s: s.nets.encoder,
-        lambda s: s.nets.qlam,
+        lambda s: s.objective.qlam,
     ):
         assert not all(
             np.array_equal(a, b)
@@ -485,7 +488,7 @@ def test_update_compiles_once_and_applies_the_steps(states, getkey):
             )
         )
     # pretraining: world model moves, policy and prior do not, their metrics are NaN
-    for get in (lambda s: s.nets.policy, lambda s: s.nets.prior):
+    for get in (lambda s: s.nets.policy, lambda s: s.objective.prior.net):
         for a, b in zip(
             jax.tree.leaves(eqx.filter(get(s2), eqx.is_array)),
             jax.tree.leaves(eqx.filter(get(s3), eqx.is_array)),

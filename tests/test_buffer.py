@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pompc_eqx.agent import init_agent
-from pompc_eqx.buffer import ReplayBuffer
+from pompc_eqx.buffer import ReplayBuffer, Transition
 from pompc_eqx.config import PRESETS
 from pompc_eqx.loop import Schedule, learn
 
@@ -47,7 +47,7 @@ def _fill(lengths, capacity, terminate_last=False):
     """Write episodes of the given lengths into both buffers; obs encodes (episode, position)."""
     buf = ReplayBuffer.empty(capacity, obs_dim=2, action_dim=1, horizon=H)
     ref = NaiveBuffer(capacity)
-    add = eqx.filter_jit(lambda b, *xs: b.add(*xs, placeholder_std=2.0))
+    add = eqx.filter_jit(lambda b, *xs: b.add(Transition(*xs), placeholder_std=2.0))
     for episode, length in enumerate(lengths):
         for pos in range(length):
             done = pos == length - 1

@@ -3,14 +3,19 @@
 import dataclasses
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 import optax
 import pytest
 
+from pompc_eqx.agent import init_agent
 from pompc_eqx.config import PRESETS
 from pompc_eqx.lam import DualLambda, FixedLambda, make_lambda
+from pompc_eqx.objectives import KLOnly, KLRegularized, MaxQ, objective_class
+from pompc_eqx.priors import LearnedPrior, ReplayPrior
 
 
 def test_fixed_lambda_never_changes():
@@ -55,9 +60,31 @@ def test_dual_lambda_settles_where_the_kl_meets_the_target():
 def test_make_lambda_follows_the_config():
     base = PRESETS["pompc"][1]
     auto = dataclasses.replace(base, lam="auto").agent_config(3, 1, 200)
-    assert isinstance(make_lambda(auto), DualLambda) and auto.has_qlam and auto.has_prior_net
+    assert isinstance(make_lambda(auto), DualLambda)
     assert isinstance(make_lambda(base.agent_config(3, 1, 200)), FixedLambda)
-    bmpc = PRESETS["bmpc"][1].agent_config(3, 1, 200)
-    assert bmpc.kl_only and not bmpc.has_qlam and not bmpc.has_prior_net
-    td = PRESETS["tdmpc2"][1].agent_config(3, 1, 200)
-    assert not td.has_kl and not td.has_qlam
+
+
+@pytest.mark.parametrize(
+    "preset, lam, kind, prior",
+    [
+        ("tdmpc2", None, MaxQ, None),
+        ("bmpc", None, KLOnly, ReplayPrior),
+        ("pompc", None, KLRegularized, LearnedPrior),
+        ("pompc", "auto", KLRegularized, LearnedPrior),
+        ("pompc", 0.1, KLRegularized, LearnedPrior),
+    ],
+)
+def test_lambda_selects_the_objective_and_its_modules(preset, lam, kind, prior):
+    cfg = PRESETS[preset][1]
+    if lam is not None:
+        cfg = dataclasses.replace(cfg, lam=lam)
+    agent_cfg = dataclasses.replace(cfg, model_size="tiny").agent_config(3, 1, 200)
+    objective = eqx.filter_eval_shape(init_agent, agent_cfg, key=jr.key(0)).objective
+    assert type(objective) is kind is objective_class(agent_cfg)
+    assert kind.reads_planner_gaussians == (prior is not None)
+    if prior is None:
+        assert not hasattr(objective, "prior") and objective.critic() is None
+    else:
+        assert type(objective.prior) is prior
+    # Q^lambda exists only where it is used (0 < lambda < inf)
+    assert hasattr(objective, "qlam") == (kind is KLRegularized)

@@ -10,6 +10,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 
+from pompc_eqx.agent import init_agent
 from pompc_eqx.config import MODEL_SIZES, PRESETS
 from pompc_eqx.networks import MLP, Ensemble, NormedLinear, SimNorm, mish
 from pompc_eqx.world_model import count_params, ensemble_values, make_networks, random_pair
@@ -56,9 +57,13 @@ def test_param_count_5m_cartpole():
     assert abs(total - 4.93e6) / 4.93e6 < 0.01
     assert counts == expected_count(5, 1, **MODEL_SIZES["5m"])
     assert nets.q.num_members == 5
-    # PO-MPC adds a prior (same size as pi_s) and Q^lambda (same size as Q)
-    full = make_networks(agent_config("pompc", "5m"), key=jr.key(0))
-    assert count_params(full) == total + counts["policy"] + counts["q"]
+    # PO-MPC's objective adds a prior (same size as pi_s) and Q^lambda with its target (as Q)
+    full = eqx.filter_eval_shape(init_agent, agent_config("pompc", "5m"), key=jr.key(0))
+    assert count_params(full.nets) == total
+    assert count_params(full.objective.prior.net) == counts["policy"]
+    assert (
+        count_params(full.objective.qlam) == count_params(full.objective.target_qlam) == counts["q"]
+    )
 
 
 def _shape_count(tree):
@@ -69,7 +74,8 @@ def _shape_count(tree):
 def test_model_sizes_build_with_table_dims(size):
     dims = MODEL_SIZES[size]
     cfg = agent_config("pompc", size)
-    nets = eqx.filter_eval_shape(make_networks, cfg, key=jr.key(0))
+    state = eqx.filter_eval_shape(init_agent, cfg, key=jr.key(0))
+    nets, qlam = state.nets, state.objective.qlam
     lat, mlp, enc, nq = dims["latent_dim"], dims["mlp_dim"], dims["enc_dim"], dims["num_q"]
     assert len(nets.encoder.hidden) == max(dims["num_enc_layers"] - 1, 1)
     assert all(layer.linear.weight.shape[0] == enc for layer in nets.encoder.hidden)
@@ -79,34 +85,39 @@ def test_model_sizes_build_with_table_dims(size):
     assert nets.dynamics.out.linear.weight.shape == (lat, mlp)
     assert nets.reward.out.weight.shape == (101, mlp)
     assert nets.policy.mlp.out.weight.shape == (2, mlp)
-    for ens in (nets.q, nets.qlam):
+    for ens in (nets.q, qlam):
         assert ens.members.hidden[0].linear.weight.shape == (nq, mlp, lat + 1)
         assert ens.members.out.weight.shape == (nq, 101, mlp)
         assert ens.members.hidden[0].dropout == 0.01 and ens.members.hidden[1].dropout == 0.0
-    assert nets.prior.mlp.out.weight.shape == (2, mlp)
+    assert state.objective.prior.net.mlp.out.weight.shape == (2, mlp)
     counts = expected_count(5, 1, **dims)
-    assert _shape_count(nets.q) == counts["q"] == _shape_count(nets.qlam)
+    assert _shape_count(nets.q) == counts["q"] == _shape_count(qlam)
     assert _shape_count(nets.encoder) == counts["encoder"]
     assert _shape_count(nets.dynamics) == counts["dynamics"]
 
 
 @pytest.fixture(scope="module")
-def tiny_nets():
-    return eqx.filter_jit(make_networks)(agent_config("pompc", "tiny"), key=jr.key(1))
+def tiny_state():
+    return eqx.filter_jit(init_agent)(agent_config("pompc", "tiny"), key=jr.key(1))
 
 
-def test_reward_and_q_heads_read_zero_at_init(tiny_nets):
-    nets = tiny_nets
+@pytest.fixture(scope="module")
+def tiny_nets(tiny_state):
+    return tiny_state.nets
+
+
+def test_reward_and_q_heads_read_zero_at_init(tiny_state):
+    nets, qlam = tiny_state.nets, tiny_state.objective.qlam
     keys = jr.split(jr.key(2), 4)
     z = jax.vmap(nets.encode)(jr.normal(keys[0], (16, 5)))
     a = jr.uniform(keys[1], (16, 1), minval=-1, maxval=1)
-    for head in (nets.reward, nets.q.members, nets.qlam.members):
+    for head in (nets.reward, nets.q.members, qlam.members):
         np.testing.assert_array_equal(head.out.weight, 0.0)
         np.testing.assert_array_equal(head.out.bias, 0.0)
     np.testing.assert_array_equal(jax.vmap(nets.reward_logits)(z, a), 0.0)
     # uniform logits: the expectation over the symmetric bins is 0 up to float32 summation error
     np.testing.assert_allclose(jax.vmap(nets.reward_value)(z, a), 0.0, atol=1e-6)
-    for ens in (nets.q, nets.qlam):
+    for ens in (nets.q, qlam):
         vals = jax.vmap(lambda zz, aa: ensemble_values(ens, nets.two_hot, zz, aa))(z, a)
         assert vals.shape == (16, 5)
         np.testing.assert_allclose(vals, 0.0, atol=1e-6)

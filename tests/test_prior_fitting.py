@@ -12,7 +12,7 @@ N(mu_i, sigma_i) with weights w_i, and each has a closed-form optimum over Gauss
   mu_i and s^2 = weighted mean of sigma_i^2 + (mu_i - m)^2: a wide Gaussian covering all modes.
 
 The tests fit priors by gradient descent (on `kl_divergence` with the clipped-Gaussian family
-of `pompc`, and with a `PolicyNet` through the actual `prior_loss`) and compare them with these
+of `pompc`, and with a `PolicyNet` through the actual `learned_prior_loss`) and compare them with these
 optima and with the paper's qualitative claim. The last test measures Appendix G's claim: the
 KL-term gradient of the sampling policy varies less across minibatches with a learned prior
 than with the stored planner Gaussians themselves.
@@ -28,10 +28,12 @@ import numpy as np
 import optax
 import pytest
 
-from pompc_eqx.agent import Batch, init_agent, policy_loss, prior_loss
+from pompc_eqx.agent import init_agent
+from pompc_eqx.buffer import Batch
 from pompc_eqx.config import PRESETS, LossConfig
 from pompc_eqx.distributions import ClippedGaussian, ClippedGaussianFamily, kl_divergence
 from pompc_eqx.math import RunningScale
+from pompc_eqx.priors import learned_prior_loss, make_learned_prior
 from pompc_eqx.world_model import PolicyNet
 
 
@@ -149,7 +151,7 @@ def fixed_latent(key, shape=()):
 
 @eqx.filter_jit
 def train_prior(prior, zs, batch, cfg, steps, lr=3e-3):
-    """`steps` Adam steps on `prior_loss` (running scale S_p carried as in `update`)."""
+    """`steps` Adam steps on `learned_prior_loss` (running scale S_p carried as in `update`)."""
     opt = optax.adam(lr)
     params, static = eqx.partition(prior, eqx.is_inexact_array)
 
@@ -157,7 +159,8 @@ def train_prior(prior, zs, batch, cfg, steps, lr=3e-3):
         params, opt_state, scale = carry
 
         def loss_fn(p):
-            return prior_loss(eqx.combine(p, static), zs, batch, scale, cfg, k)
+            net = eqx.combine(p, static)
+            return learned_prior_loss(net, zs, batch, cfg.prior_loss, scale, cfg.loss, k)
 
         (loss, (scale, _)), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
         upd, opt_state = opt.update(g, opt_state, params)
@@ -246,8 +249,9 @@ def test_learned_prior_lowers_policy_gradient_variance():
     cfg = base.agent_config(obs_dim=4, action_dim=1, episode_length=100)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, latent_dim=LATENT))
     state = init_agent(cfg, key=jr.key(6))
-    assert state.nets.prior is None
-    learned_state = eqx.tree_at(lambda s: s.nets.prior, state, prior, is_leaf=lambda x: x is None)
+    # swap the objective's prior module: the stored planner Gaussians -> the fitted network
+    learned = eqx.tree_at(lambda p: p.net, make_learned_prior(cfg, key=jr.key(8)), prior)
+    learned_state = eqx.tree_at(lambda s: s.objective.prior, state, learned)
 
     def grads_over_minibatches(st):
         def one(key):
@@ -258,7 +262,9 @@ def test_learned_prior_lowers_policy_gradient_variance():
                 jnp.stack([mu_all[idx], mu_all[idx]])[..., None],
                 jnp.stack([sigma_all[idx], sigma_all[idx]])[..., None],
             )
-            loss_fn = lambda pol: policy_loss(pol, st, zs, batch, cfg, loss_key)
+            loss_fn = lambda pol: st.objective.policy_loss(
+                pol, st.nets, zs, batch, cfg.loss, key=loss_key
+            )
             g, (_, metrics) = eqx.filter_grad(loss_fn, has_aux=True)(st.nets.policy)
             flat = jnp.concatenate([x.ravel() for x in jax.tree.leaves(g)])
             return flat, jnp.stack([metrics["kl_mean"], metrics["kl_std"]])
