@@ -29,6 +29,9 @@ from .planner import Plan, plan
 from .world_model import Networks, init_keys, make_networks
 
 
+ObjectiveBuilder = Callable[..., AbstractPolicyObjective]
+
+
 class ModelParams(eqx.Module):
     """What the world-model optimiser trains: h, d, R, Q and the objective's extra critic."""
 
@@ -104,8 +107,15 @@ def _model_optimizer(cfg: AgentConfig) -> optax.GradientTransformation:
     )
 
 
-def init_agent(cfg: AgentConfig, *, key: Key[Array, ""]) -> AgentState:
-    """Fresh networks (TD-MPC2 initialisation), the objective, targets and optimiser states."""
+def init_agent(
+    cfg: AgentConfig, *, key: Key[Array, ""], make_objective: ObjectiveBuilder = make_objective
+) -> AgentState:
+    """Fresh networks (TD-MPC2 initialisation), the objective, targets and optimiser states.
+
+    **Arguments:**
+    - `make_objective`: builds the policy objective, `(cfg, *, critic_key, prior_key) ->
+      AbstractPolicyObjective`; the default picks it from `cfg.lam`.
+    """
     keys = init_keys(key)
     nets = make_networks(cfg, key=key)
     objective = make_objective(cfg, critic_key=keys["critic"], prior_key=keys["prior"])

@@ -9,7 +9,7 @@ Pure functions receive the sub-config they need as a static (hashable) argument.
 import dataclasses
 import math
 import pathlib
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
@@ -212,8 +212,9 @@ class TrainConfig:
     """TD-MPC2 model size."""
     lam: float | Literal["auto"] = 1.0
     """KL weight lambda: 0 = TD-MPC2 policy loss, inf = KL only (BMPC), auto = tuned (dual)."""
-    prior: Literal["learned", "replay"] = "learned"
-    """Prior: a learned Gaussian policy (adaptive prior) or the stored planner Gaussians."""
+    prior: Annotated[str, tyro.conf.arg(metavar="{learned,replay}")] = "learned"
+    """Prior: `learned` (the adaptive prior, a Gaussian policy network) or `replay` (the stored
+    planner Gaussians); any other name registered in `pompc_eqx.priors.PRIORS` works too."""
     prior_loss: Literal["reverse", "forward"] = "reverse"
     """How the learned prior is fitted to the planner: reverse KL (Eq. 12) or forward KL (Eq. 13)."""
     seed_steps: int | None = None

@@ -44,6 +44,7 @@ from .loop import (
     seed_keys,
 )
 from .objectives import objective_class
+from .priors import PRIORS
 from .tracking import AimTracker, CsvLog, ProgressBar
 from .world_model import count_params
 
@@ -86,6 +87,8 @@ def validate(cfg: TrainConfig, spec: EnvSpec) -> None:
         raise ConfigError(f"--lam must be >= 0, inf or auto (got {lam})")
     if cfg.num_seeds < 1:
         raise ConfigError(f"--num-seeds must be >= 1 (got {cfg.num_seeds})")
+    if cfg.prior not in PRIORS:
+        raise ConfigError(f"unknown --prior {cfg.prior!r}; choose one of: {', '.join(PRIORS)}")
     if cfg.prior == "replay" and cfg.prior_loss == "forward":
         raise ConfigError(
             "--prior-loss applies only to --prior learned (the replay prior is not fitted)"

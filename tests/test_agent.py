@@ -80,10 +80,10 @@ def with_scales(state, q=1.0, kl=1.0, prior=1.0):
     return eqx.tree_at(lambda s: s.objective, state, obj)
 
 
-def make_batch(key, h=H, b=B, a=A):
+def make_batch(key, h=H, b=B, a=A, obs=OBS):
     k = jr.split(key, 6)
     return Batch(
-        obs=jr.normal(k[0], (h + 1, b, OBS)),
+        obs=jr.normal(k[0], (h + 1, b, obs)),
         action=jr.uniform(k[1], (h, b, a), minval=-1, maxval=1),
         reward=2.0 * jr.normal(k[2], (h, b)),
         terminated=(jr.uniform(k[3], (h, b)) < 0.25).astype(jnp.float32),
