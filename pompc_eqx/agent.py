@@ -26,7 +26,7 @@ from .losses import Metrics, keys2, pair_min, rho_weights, vmap2, world_model_lo
 from .networks import MLP, Ensemble, adam_with_clip, polyak, tree_copy
 from .objectives import AbstractPolicyObjective, make_objective
 from .planner import Plan, plan
-from .world_model import Networks, init_keys, make_networks
+from .world_model import Networks, ensemble_values, init_keys, make_networks
 
 
 ObjectiveBuilder = Callable[..., AbstractPolicyObjective]
@@ -155,6 +155,19 @@ def act(
         eval_mode=eval_mode,
         key=key,
     )
+
+
+def policy_action(agent: AgentState, obs: Float[Array, " obs"]) -> Float[Array, " action"]:
+    """The sampling policy's mean action at an observation, without planning."""
+    return agent.nets.policy(agent.nets.encode(obs)).mean_action()
+
+
+def q_value(
+    agent: AgentState, obs: Float[Array, " obs"], action: Float[Array, " action"]
+) -> Float[Array, ""]:
+    """Q(h(obs), action): the mean of all heads, no dropout (a diagnostic read-out)."""
+    nets = agent.nets
+    return jnp.mean(ensemble_values(nets.q, nets.two_hot, nets.encode(obs), action))
 
 
 def td_targets(

@@ -229,7 +229,7 @@ class Trainer:
         """Eval-mode returns of shape (seed, episode) at the state's current step."""
         step = int(state.step)
         keys = jax.vmap(lambda k: jr.fold_in(jr.fold_in(k, 3), step))(self.keys)
-        return np.asarray(self._evaluate(state.seeds.agent, keys))
+        return np.asarray(self._evaluate(state.seeds.agent, keys).returns)
 
 
 def _usable_devices(num_seeds: int) -> list:

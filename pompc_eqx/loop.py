@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Bool, Float, Int, Key, PyTree
 
-from .agent import AgentState, act, init_agent, update
+from .agent import AgentState, act, init_agent, policy_action, q_value, update
 from .buffer import ReplayBuffer, Transition
 from .config import AgentConfig
 from .envs.base import AbstractEnv
@@ -142,7 +142,9 @@ def learn(
     return agent, buffer, metrics
 
 
-LOOP_METRICS = ("episode_return", "plan_std", "nonfinite_action", "num_updates", "pretrain")
+LOOP_METRICS = (
+    "episode_return", "plan_std", "plan_std_at_floor", "nonfinite_action", "num_updates", "pretrain"
+)  # fmt: skip
 """Per-step bookkeeping of the loop itself (not update terms)."""
 
 
@@ -235,6 +237,8 @@ def _train_step(
         **metrics,
         "episode_return": jnp.where(done, episode_return, jnp.nan),
         "plan_std": jnp.mean(chosen.plan_std, axis=-1),
+        # Share of action dimensions whose sigma_0 sits at the planner's floor (a collapse sign).
+        "plan_std_at_floor": jnp.mean(chosen.plan_std <= cfg.planner.min_std * (1 + 1e-6), axis=-1),
         "nonfinite_action": (~finite_action).astype(jnp.int32),
         "num_updates": jnp.broadcast_to(num_learn, (num_seeds,)),
         "pretrain": jnp.broadcast_to(is_burst.astype(jnp.int32), (num_seeds,)),
@@ -262,7 +266,8 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
 
     Per-step metrics have shape (num_steps, seed): every update metric (NaN where no update
     ran) and the loop's own `LOOP_METRICS`: `episode_return` (NaN unless an episode ended),
-    `plan_std` (mean sigma_0), `nonfinite_action` (1 where the agent's action was not finite
+    `plan_std` (mean sigma_0), `plan_std_at_floor` (share of action dimensions with sigma_0 at
+    `min_std`), `nonfinite_action` (1 where the agent's action was not finite
     and 0 was executed), `num_updates` and `pretrain` (1 in the pretraining burst).
     """
     vlearn = eqx.filter_vmap(
@@ -289,55 +294,90 @@ class EpisodeCarry(eqx.Module):
     obs: Float[Array, "seed obs"]
     warm_start: Float[Array, "seed horizon action"]
     episode_return: Float[Array, " seed"]
+    discounted_return: Float[Array, " seed"]
+    q_estimate: Float[Array, " seed"]
     finished: Bool[Array, " seed"]
     t: Int[Array, ""]
     key: Key[Array, " seed"]
 
 
+class EvalResult(eqx.Module):
+    """Evaluation episodes of every seed."""
+
+    returns: Float[Array, "seed episode"]
+    """Undiscounted episode returns (what `eval.csv` holds)."""
+    discounted_returns: Float[Array, "seed episode"]
+    """sum_t gamma^t r_t with the training discount: what Q at the first state estimates."""
+    q_estimates: Float[Array, "seed episode"]
+    """Q(z_0, a_0) at each episode's first state and action (mean of all heads, no dropout)."""
+
+
+def _eval_action(agent: AgentState, obs, warm, key, cfg: AgentConfig, policy_only: bool):
+    """Planner in eval mode (no sigma_0 noise), or the sampling policy's mean action alone."""
+    if policy_only:
+        return policy_action(agent, obs), warm
+    p = act(agent, obs, warm, cfg=cfg, eval_mode=True, key=key)
+    return p.action, shift_warm_start(p.mean)
+
+
 def _eval_step(
-    carry: EpisodeCarry, agents: AgentState, env: AbstractEnv, cfg: AgentConfig
+    carry: EpisodeCarry, agents: AgentState, env: AbstractEnv, cfg: AgentConfig, policy_only: bool
 ) -> EpisodeCarry:
-    """One eval-mode step of every seed (no sigma_0 noise); finished seeds add no reward."""
+    """One evaluation step of every seed; finished seeds add no reward."""
     split = jax.vmap(lambda kk: jr.split(kk, 2))(carry.key)
     key, step_keys = split[:, 0], split[:, 1]
-
-    def one(agent, o, w, kk):
-        p = act(agent, o, w, cfg=cfg, eval_mode=True, key=kk)
-        return p.action, shift_warm_start(p.mean)
-
-    action, warm = eqx.filter_vmap(one)(agents, carry.obs, carry.warm_start, step_keys)
+    action, warm = eqx.filter_vmap(lambda *xs: _eval_action(*xs, cfg, policy_only))(
+        agents, carry.obs, carry.warm_start, step_keys
+    )
+    q_now = eqx.filter_vmap(q_value)(agents, carry.obs, action)
     env_state, ts = env.step(carry.env_state, action)
-    episode_return = carry.episode_return + jnp.where(carry.finished, 0.0, ts.reward)
+    reward = jnp.where(carry.finished, 0.0, ts.reward)
     return EpisodeCarry(
-        env_state, ts.obs, warm, episode_return, carry.finished | ts.done, carry.t + 1, key
+        env_state=env_state,
+        obs=ts.obs,
+        warm_start=warm,
+        episode_return=carry.episode_return + reward,
+        discounted_return=carry.discounted_return + cfg.discount**carry.t * reward,
+        q_estimate=jnp.where(carry.t == 0, q_now, carry.q_estimate),
+        finished=carry.finished | ts.done,
+        t=carry.t + 1,
+        key=key,
     )
 
 
-def make_evaluate(cfg: AgentConfig, env: AbstractEnv, num_episodes: int):
-    """A pure function `(agents, keys) -> returns (seed, episode)`: full episodes with the
-    planner in eval mode (no sigma_0 noise), on `env` (separate from the training env)."""
+def make_evaluate(
+    cfg: AgentConfig, env: AbstractEnv, num_episodes: int, *, policy_only: bool = False
+):
+    """A pure function `(agents, keys) -> EvalResult` of `num_episodes` full episodes per seed on
+    `env` (separate from the training env): with the planner in eval mode (no sigma_0 noise),
+    or with `policy_only` the sampling policy's mean action (BMPC's `eval_pi`)."""
     horizon, action_dim = cfg.planner.horizon, cfg.action_dim
     max_len = env.spec.episode_length
 
-    def episode(agents: AgentState, keys: Key[Array, " seed"]) -> Float[Array, " seed"]:
+    def episode(agents: AgentState, keys: Key[Array, " seed"]) -> EpisodeCarry:
         num = keys.shape[0]
         reset_keys, plan_keys = _split2(keys)
         env_state, obs = env.reset(reset_keys)
+        zeros = jnp.zeros((num,))
         init = EpisodeCarry(
-            env_state, obs, jnp.zeros((num, horizon, action_dim)), jnp.zeros((num,)),
+            env_state, obs, jnp.zeros((num, horizon, action_dim)), zeros, zeros, zeros,
             jnp.zeros((num,), bool), jnp.zeros((), jnp.int32), plan_keys,
         )  # fmt: skip
         running = lambda c: (c.t < max_len) & ~jnp.all(c.finished)
-        return jax.lax.while_loop(
-            running, lambda c: _eval_step(c, agents, env, cfg), init
-        ).episode_return
+        step = lambda c: _eval_step(c, agents, env, cfg, policy_only)
+        return jax.lax.while_loop(running, step, init)
 
-    def evaluate(agents: AgentState, keys: Key[Array, " seed"]) -> Float[Array, "seed episode"]:
+    def evaluate(agents: AgentState, keys: Key[Array, " seed"]) -> EvalResult:
         episode_keys = jax.vmap(lambda k: jr.split(k, num_episodes))(keys)  # (seed, episode)
-        _, returns = jax.lax.scan(
+        _, ends = jax.lax.scan(
             lambda _, ks: (None, episode(agents, ks)), None, jnp.swapaxes(episode_keys, 0, 1)
         )
-        return jnp.swapaxes(returns, 0, 1)
+        seed_major = lambda x: jnp.swapaxes(x, 0, 1)
+        return EvalResult(
+            seed_major(ends.episode_return),
+            seed_major(ends.discounted_return),
+            seed_major(ends.q_estimate),
+        )
 
     return evaluate
 

@@ -180,6 +180,7 @@ class PolicyDraw(eqx.Module):
         return {
             "pi_scaled_entropy": jnp.mean(self.scaled_entropy),
             "pi_entropy": jnp.mean(vmap2(lambda d: d.entropy())(self.dist)),
+            "pi_std": jnp.mean(self.dist.scale),
         }
 
 
@@ -209,9 +210,11 @@ def policy_q(
 
 def policy_kl(
     draw: PolicyDraw, prior: AbstractActionDist, reduction: Literal["sum", "mean"]
-) -> Float[Array, "t b"]:
-    """KL term of Eq. 18: KL(pi_s || pi_p) per latent; no gradient reaches the prior."""
-    return kl2(draw.dist, jax.lax.stop_gradient(prior), reduction, draw.kl_key)
+) -> tuple[Float[Array, "t b"], Metrics]:
+    """KL term of Eq. 18: KL(pi_s || pi_p) per latent (no gradient reaches the prior), and
+    Fig. 7's diagnostic: the KL's mean and std (before scaling), with the prior's mean std."""
+    kl = kl2(draw.dist, jax.lax.stop_gradient(prior), reduction, draw.kl_key)
+    return kl, {"kl_mean": jnp.mean(kl), "kl_std": jnp.std(kl), "prior_std": jnp.mean(prior.scale)}
 
 
 def weighted_over_time(per_step: Float[Array, "t b"], rho: float) -> Float[Array, ""]:

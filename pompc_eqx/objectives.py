@@ -190,13 +190,12 @@ class KLOnly(AbstractObjectiveWithoutCritic):
     def policy_loss(self, policy, nets, zs, batch, loss, *, key) -> PolicyLoss:
         n = zs.shape[0]
         draw = draw_policy(policy, zs, key=key)
-        kl = policy_kl(
-            draw, self.prior.dists(zs, batch.plan_mean[:n], batch.plan_std[:n]), loss.kl_reduction
-        )
+        prior = self.prior.dists(zs, batch.plan_mean[:n], batch.plan_std[:n])
+        kl, kl_metrics = policy_kl(draw, prior, loss.kl_reduction)
         scale_kl = self.scale_kl.update(kl[0], loss.scale_tau)
         per_step = -loss.entropy_coef * draw.scaled_entropy + _ONE * kl / scale_kl.value
         value = weighted_over_time(per_step, loss.rho)
-        metrics = {**draw.metrics(), **kl_metrics(kl), "pi_loss": value}
+        metrics = {**draw.metrics(), **kl_metrics, "pi_loss": value}
         return value, (KLOnly(self.prior, scale_kl), metrics)
 
     def report(self) -> Metrics:
@@ -248,14 +247,13 @@ class KLRegularized(AbstractPolicyObjective):
         draw = draw_policy(policy, zs, key=key)
         q = policy_q(draw, self.qlam, nets.two_hot, zs)
         scale_q = self.scale_q.update(q[0], loss.scale_tau)
-        kl = policy_kl(
-            draw, self.prior.dists(zs, batch.plan_mean[:n], batch.plan_std[:n]), loss.kl_reduction
-        )
+        prior = self.prior.dists(zs, batch.plan_mean[:n], batch.plan_std[:n])
+        kl, kl_metrics = policy_kl(draw, prior, loss.kl_reduction)
         scale_kl = self.scale_kl.update(kl[0], loss.scale_tau)
         per_step = -loss.entropy_coef * draw.scaled_entropy - q / scale_q.value
         per_step = per_step + self.lam.value() * kl / scale_kl.value
         value = weighted_over_time(per_step, loss.rho)
-        metrics = {**draw.metrics(), "pi_q": jnp.mean(q), **kl_metrics(kl), "pi_loss": value}
+        metrics = {**draw.metrics(), "pi_q": jnp.mean(q), **kl_metrics, "pi_loss": value}
         lam = self.lam.update(jax.lax.stop_gradient(metrics["kl_mean"]))
         new = eqx.tree_at(lambda o: (o.scale_q, o.scale_kl, o.lam), self, (scale_q, scale_kl, lam))
         return value, (new, metrics)
@@ -270,11 +268,6 @@ class KLRegularized(AbstractPolicyObjective):
             "s_p": self.prior.scale_value(),
             "lam": self.lam.value(),
         }
-
-
-def kl_metrics(kl: Float[Array, "t b"]) -> Metrics:
-    """Fig. 7's diagnostic: mean and std of the KL term of Eq. 18 (before scaling)."""
-    return {"kl_mean": jnp.mean(kl), "kl_std": jnp.std(kl)}
 
 
 def make_objective(

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from pompc_eqx.losses import draw_policy, policy_kl, policy_q, weighted_over_time
 from pompc_eqx.math import RunningScale
-from pompc_eqx.objectives import AbstractObjectiveWithoutCritic, kl_metrics
+from pompc_eqx.objectives import AbstractObjectiveWithoutCritic
 from pompc_eqx.priors import AbstractPrior
 
 
@@ -32,13 +32,13 @@ class KLWithQ(AbstractObjectiveWithoutCritic):
         draw = draw_policy(policy, zs, key=key)
         q = policy_q(draw, nets.q, nets.two_hot, zs)
         prior = self.prior.dists(zs, batch.plan_mean[:n], batch.plan_std[:n])
-        kl = policy_kl(draw, prior, loss.kl_reduction)
+        kl, kl_metrics = policy_kl(draw, prior, loss.kl_reduction)
         scale_q = self.scale_q.update(q[0], loss.scale_tau)
         scale_kl = self.scale_kl.update(kl[0], loss.scale_tau)
         per_step = -loss.entropy_coef * draw.scaled_entropy - q / scale_q.value
         per_step = per_step + self.lam * kl / scale_kl.value
         value = weighted_over_time(per_step, loss.rho)
-        metrics = {**draw.metrics(), "pi_q": jnp.mean(q), **kl_metrics(kl), "pi_loss": value}
+        metrics = {**draw.metrics(), "pi_q": jnp.mean(q), **kl_metrics, "pi_loss": value}
         new = eqx.tree_at(lambda o: (o.scale_q, o.scale_kl), self, (scale_q, scale_kl))
         return value, (new, metrics)
 
