@@ -19,6 +19,7 @@ from pompc_eqx.analysis.diagnose import (
     find_collapses,
     progress_scale,
     read_evaluations,
+    solved_from,
 )
 from pompc_eqx.analysis.diagnose_plots import diagnosis_figure, missing_columns
 from pompc_eqx.checkpoint import atomic_write
@@ -50,13 +51,14 @@ def main() -> int:
         print(f"error: {err}; diagnose after the first evaluation", file=sys.stderr)
         return 2
     train_rows = read_rows(run_dir / "train.csv") if (run_dir / "train.csv").exists() else []
-    flags = find_collapses(run_dir, args.solved_return)
+    flags = find_collapses(evaluations, train_rows, args.solved_return)
     scale = progress_scale(evaluations)
+    solved_at = solved_from(evaluations, args.solved_return)
     missing = missing_columns(train_rows)
     figure = diagnosis_figure(evaluations, train_rows, flags, scale, f"diagnosis of {run_dir}")
     with atomic_write(run_dir / "diagnosis.png", "wb") as f:
         figure.savefig(f, format="png", dpi=100)
-    report = diagnosis_markdown(run_dir, flags, scale, missing, "diagnosis.png")
+    report = diagnosis_markdown(run_dir, flags, scale, solved_at, missing, "diagnosis.png")
     with atomic_write(run_dir / "diagnosis.md", "w") as f:
         f.write(report)
     print(report, end="")

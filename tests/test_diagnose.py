@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from pompc_eqx.analysis.curves import read_rows
 from pompc_eqx.analysis.diagnose import find_collapses, progress_scale, read_evaluations
 from pompc_eqx.analysis.diagnose_plots import diagnosis_figure, missing_columns
 
@@ -34,6 +35,10 @@ def _write_run(run_dir, episodes, q_pairs) -> pathlib.Path:
     return run_dir
 
 
+def _flags(run_dir):
+    return find_collapses(read_evaluations(run_dir), read_rows(run_dir / "train.csv"))
+
+
 def _spread(means):
     return [[m - 10, m, m + 10] for m in means]
 
@@ -47,7 +52,7 @@ def test_a_run_that_learns_steadily_flags_nothing(tmp_path):
         {seed: _spread(means) for seed, means in RISING.items()},
         {0: CLEAN_Q, 1: CLEAN_Q},
     )
-    assert find_collapses(run_dir) == []
+    assert _flags(run_dir) == []
     assert progress_scale(read_evaluations(run_dir)) == -170 - (-1150)
 
 
@@ -57,7 +62,7 @@ def test_drop_failed_episode_after_solving_and_diverging_q_are_flagged(tmp_path)
     seed1 = _spread([-1100, -700, -300, -800, -700, -650])  # drop of 500 > 980 / 3
     diverging_q = [(55.0, 50.0), (52.0, 50.0), (150.0, 50.0), (160.0, 50.0), (52.0, 50.0)]
     run_dir = _write_run(tmp_path / "run", {0: seed0, 1: seed1}, {0: diverging_q, 1: CLEAN_Q})
-    flags = find_collapses(run_dir)
+    flags = _flags(run_dir)
     assert [(f.agent_step, f.seed) for f in flags] == [(3000, 0), (3000, 1), (4000, 0)]
     assert flags[0].what.startswith("Q over-estimates the realised return: 150 vs 50")
     assert flags[1].what.startswith("mean return fell from -300 to -800")

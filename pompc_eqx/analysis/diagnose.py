@@ -8,8 +8,8 @@ minus the mean of the seeds' first evaluations. Per seed:
 - *solved*: the seed's best mean so far is at least `--solved-return`, or, without one, within
   10% of `S` of the run's best mean; failed episodes after that are flagged;
 - *Q diverging*: a logging window whose mean Q estimate (`q_estimate`) differs from the
-  realised discounted return of the same states (`q_realised`) by more than half of it; only
-  the first window of each stretch is flagged.
+  realised discounted return of the same states (`q_realised`) by more than half of it (and
+  by more than 0.5), or is not finite; only the first window of each stretch is flagged.
 """
 
 import dataclasses
@@ -85,8 +85,7 @@ def return_flags(
     scale = progress_scale(evaluations)
     if scale <= 0:
         return []  # nothing was learned, so nothing can collapse
-    run_best = max(e.mean for evals in evaluations.values() for e in evals)
-    solved_at = run_best - (1 - SOLVED_SHARE) * scale if solved_return is None else solved_return
+    solved_at = solved_from(evaluations, solved_return)
     flags = []
     for seed, evals in evaluations.items():
         best = np.maximum.accumulate([e.mean for e in evals])
@@ -126,7 +125,8 @@ def q_flags(train_rows: list[dict]) -> list[Flag]:
         seed, step = int(row["seed"]), int(row["agent_step"])
         q, g = float(estimate), float(realised)
         gap = abs(q - g)
-        now = not math.isfinite(gap) or gap > Q_GAP_SHARE * max(abs(g), 1e-6)
+        # At least 0.5: with realised returns near 0 any estimate would be "half away".
+        now = not math.isfinite(gap) or gap > Q_GAP_SHARE * max(abs(g), 1.0)
         if now and not diverging.get(seed, False):
             kind = "over" if q > g else "under"
             flags.append(
@@ -136,19 +136,29 @@ def q_flags(train_rows: list[dict]) -> list[Flag]:
     return flags
 
 
-def find_collapses(run_dir: pathlib.Path, solved_return: float | None = None) -> list[Flag]:
-    """Every flag of the run, ordered by agent step then seed."""
-    flags = return_flags(read_evaluations(run_dir), solved_return)
-    train = run_dir / "train.csv"
-    if train.exists():
-        flags += q_flags(read_rows(train))
+def find_collapses(
+    evaluations: dict[int, list[Evaluation]],
+    train_rows: list[dict],
+    solved_return: float | None = None,
+) -> list[Flag]:
+    """Every flag of a run (`return_flags` and `q_flags`), ordered by agent step then seed."""
+    flags = return_flags(evaluations, solved_return) + q_flags(train_rows)
     return sorted(flags, key=lambda f: (f.agent_step, f.seed))
+
+
+def solved_from(evaluations: dict[int, list[Evaluation]], solved_return: float | None) -> float:
+    """The mean return from which a seed counts as having solved the task."""
+    if solved_return is not None:
+        return solved_return
+    run_best = max(e.mean for evals in evaluations.values() for e in evals)
+    return run_best - (1 - SOLVED_SHARE) * progress_scale(evaluations)
 
 
 def diagnosis_markdown(
     run_dir: pathlib.Path,
     flags: list[Flag],
     scale: float,
+    solved_at: float,
     missing: list[str],
     image: str | None,
 ) -> str:
@@ -156,7 +166,8 @@ def diagnosis_markdown(
     lines = [
         f"# Diagnosis of {run_dir.name}",
         "",
-        f"Progress S = {scale:.4g} (best evaluation mean minus the mean first evaluation).",
+        f"Progress S = {scale:.4g} (best evaluation mean minus the mean first evaluation);"
+        f" a seed counts as solved from a mean return of {solved_at:.4g}.",
         "Flags: a drop of the mean by more than S/3 between evaluations; episodes more than S/2"
         " below the seed's best mean so far once it solved the task; Q estimates more than half"
         " away from the realised discounted returns.",
