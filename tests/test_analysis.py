@@ -56,6 +56,11 @@ def test_three_seeds_show_an_interval_within_the_observed_returns_and_thin_seed_
     assert ax.get_ylim()[1] <= 0.0
 
 
+def test_the_margin_of_all_negative_returns_stops_at_zero():
+    ax = curves_figure([_curve([[-900.0, -5.0], [-800.0, -2.0]], (-1000.0, -1.0))], "t").axes[0]
+    assert ax.get_ylim() == (-1000.0 - 0.05 * 999.0, 0.0)
+
+
 def test_one_seed_is_one_line():
     ax = curves_figure([_curve([[-5.0, -3.0]], (-6.0, -2.0))], "t").axes[0]
     assert len(_artists(ax, "mean")) == 1 and _artists(ax, "seed") + _artists(ax, "interval") == []

@@ -41,10 +41,15 @@ def draw_curves(ax: Axes, curves: list[Curve]) -> None:
             low, high = np.clip(mean - half, *c.observed), np.clip(mean + half, *c.observed)
             band = ax.fill_between(c.env_steps, low, high, color=color, alpha=0.15, lw=0)
             band.set_gid("interval")
-    low = min(c.observed[0] for c in curves)
-    high = max(c.observed[1] for c in curves)
-    pad = 0.05 * (high - low) if high > low else max(1.0, abs(high) * 0.05)
-    ax.set_ylim(low - pad, high + pad)
+    observed = np.array([c.observed for c in curves if np.isfinite(c.observed).all()])
+    if observed.size:  # else nothing finite was logged: leave matplotlib's limits
+        low, high = observed[:, 0].min(), observed[:, 1].max()
+        pad = 0.05 * (high - low) if high > low else max(1.0, abs(high) * 0.05)
+        # The margin never crosses zero: all-negative returns get no positive tick.
+        ax.set_ylim(
+            max(low - pad, 0.0) if low >= 0 else low - pad,
+            min(high + pad, 0.0) if high <= 0 else high + pad,
+        )
 
 
 def curves_figure(curves: list[Curve], title: str, ylabel: str = "evaluation return") -> Figure:

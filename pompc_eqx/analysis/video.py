@@ -1,11 +1,12 @@
 """Videos of evaluation episodes: every reason one cannot be written is found before any work,
 and writing prints nothing but the result."""
 
-import contextlib
 import os
 import pathlib
 
 import numpy as np
+
+from pompc_eqx.checkpoint import atomic_write
 
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
@@ -64,25 +65,21 @@ def render_problem(task: str, size: tuple[int, int]) -> str | None:
 
 
 def write_video(path: pathlib.Path, frames: list[np.ndarray], fps: int) -> None:
-    """Write RGB `frames` to `path` (`.gif` loops forever); a failure leaves no partial file.
+    """Write RGB `frames` to `path` atomically (`.gif` loops forever).
 
     GIF stores frame times in hundredths of a second, so 30 fps plays at 33 fps.
     """
-    import imageio.v2 as imageio
+    import imageio.v3 as iio
 
     # imageio-ffmpeg starts ffmpeg with `preexec_fn=os.setpgrp` (so that Ctrl-C reaches only
     # Python), which makes subprocess call os.fork; with JAX's threads running that forks a
     # multithreaded process and JAX warns of deadlocks. Without it subprocess uses vfork.
     os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    if path.suffix.lower() == ".gif":
-        options = {"duration": 1000 / fps, "loop": 0}
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        options = {"plugin": "pillow", "duration": 1000 / fps, "loop": 0}
     else:
         # Frames are even-sized (`video_problem`), so no resizing to blocks of 16 is needed.
-        options = {"fps": fps, "macro_block_size": 2}
-    try:
-        imageio.mimsave(partial, frames, **options)
-        os.replace(partial, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
+        options = {"plugin": "FFMPEG", "fps": fps, "macro_block_size": 2}
+    with atomic_write(path, "wb") as f:
+        iio.imwrite(f, np.stack(frames), extension=suffix, **options)
