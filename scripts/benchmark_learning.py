@@ -2,8 +2,9 @@
 
 Each variant is one `scripts/train.py` process training `--num-seeds` vmapped seeds. The page
 (`OUT/README.md`) names the command, the commit, the model size and each variant's wall time,
-and holds a Table-1-style table (final mean ± 95% CI over seeds) and learning curves (mean and
-95% CI over seeds, env steps with agent steps on the top axis). Every run's `eval.csv`,
+and holds a Table-1-style table (final mean ± 95% CI over seeds) and learning curves against env
+steps, agent steps on the top axis: every seed's line and their mean, plus the mean's 95% CI
+(clipped to the returns observed) when there are 3 or more seeds. Every run's `eval.csv`,
 `train.csv` and `config.json` are copied next to it; checkpoints stay in `--runs-dir`.
 
     python scripts/benchmark_learning.py --task jax/pendulum --out docs/results/pendulum \\
@@ -25,17 +26,11 @@ import subprocess
 import sys
 import time
 
+from pompc_eqx.analysis.curves import eval_curve, train_curves
+from pompc_eqx.analysis.pages import add_page_arguments, page_notes, script_command, write_page
+from pompc_eqx.analysis.plots import plot_curves
+from pompc_eqx.analysis.tables import page_tables
 from pompc_eqx.checkpoint import latest_checkpoint, read_metadata
-from pompc_eqx.results import (
-    add_page_arguments,
-    eval_curve,
-    page_notes,
-    page_tables,
-    plot_curves,
-    script_command,
-    train_curves,
-    write_page,
-)
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -5,8 +5,9 @@
     MUJOCO_GL=egl python scripts/evaluate.py RUN_DIR --video cartpole.mp4 --video-seed 0
 
 Videos need a host-simulator task (dmc/ or hb/) and an OpenGL backend: on a machine without a
-display use MUJOCO_GL=egl (default here) or osmesa. `.gif` needs nothing more; `.mp4` needs
-`pip install imageio-ffmpeg`.
+display use MUJOCO_GL=egl (default here) or osmesa. `.mp4` (H.264, through the imageio-ffmpeg
+dependency) and `.gif` are written; anything that would stop the video (task, file name, size,
+encoder, renderer) is reported in one line before the evaluation starts.
 """
 
 import argparse
@@ -18,15 +19,19 @@ import sys
 
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports MuJoCo's renderer
+# Frames are rendered from this thread only. dm_control's default hands GL calls to a thread
+# pool, which Python shuts down before dm_control's exit handler frees the context through it
+# (a "cannot schedule new futures after shutdown" traceback at exit with osmesa).
+os.environ.setdefault("DISABLE_RENDER_THREAD_OFFLOADING", "1")
 
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
 
+from pompc_eqx.analysis.video import render_problem, video_problem, write_video  # noqa: E402
 from pompc_eqx.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint  # noqa: E402
 from pompc_eqx.config import config_from_dict  # noqa: E402
-from pompc_eqx.envs.host import HostEnv  # noqa: E402
 from pompc_eqx.experiment import RESUMABLE, Trainer  # noqa: E402
 from pompc_eqx.planner import plan, shift_warm_start  # noqa: E402
 
@@ -36,10 +41,6 @@ def record(
 ) -> tuple[float, int]:
     """Run one eval-mode episode of every seed on the evaluation env; film `seed_index`."""
     env = trainer.eval_env
-    if not isinstance(env, HostEnv):
-        raise SystemExit(
-            f"error: videos need a dmc/ or hb/ task; {trainer.cfg.task} has no renderer"
-        )
     cfg = trainer.agent_cfg
 
     @eqx.filter_jit
@@ -72,17 +73,7 @@ def record(
         frames.append(env.render(seed_index, *size))
         if bool(ts.done[seed_index]):
             break
-    import imageio.v2 as imageio
-
-    try:
-        if path.suffix == ".gif":
-            imageio.mimsave(path, frames, duration=1 / fps)
-        else:
-            imageio.mimsave(path, frames, fps=fps)
-    except Exception as err:  # imageio raises several types when no mp4 writer is installed
-        raise SystemExit(
-            f"error: could not write {path} ({err}); use a .gif or `pip install imageio-ffmpeg`"
-        ) from None
+    write_video(path, frames, fps)
     return total, len(frames)
 
 
@@ -117,6 +108,17 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
+    if args.video is not None:
+        size = tuple(args.size)
+        problem = video_problem(args.video, saved["task"], size)
+        if problem is None and not 0 <= args.video_seed < saved["num_seeds"]:
+            problem = (
+                f"--video-seed must be in 0..{saved['num_seeds'] - 1} (the run's seed indices)"
+            )
+        problem = problem or render_problem(saved["task"], size)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     cfg = dataclasses.replace(
         config_from_dict(saved), eval_episodes=args.episodes, aim=False, progress=False
     )

@@ -1,5 +1,6 @@
 """Paper-style results from existing run directories: a Table-1-style markdown table of final
-returns (mean ± 95% CI over seeds) and learning-curve plots.
+returns (mean ± 95% CI over seeds) and learning-curve plots: every seed's line and their mean,
+plus the mean's 95% CI (clipped to the values observed) when there are 3 or more seeds.
 
     python scripts/results_table.py runs/pendulum/*/ --task jax/pendulum
     python scripts/results_table.py RUN_A RUN_B --plot curves.png --train-metrics kl_mean kl_std
@@ -10,17 +11,10 @@ import os
 import pathlib
 import sys
 
-from pompc_eqx.results import (
-    add_page_arguments,
-    eval_curve,
-    page_notes,
-    page_tables,
-    plot_curves,
-    read_config,
-    script_command,
-    train_curves,
-    write_page,
-)
+from pompc_eqx.analysis.curves import eval_curve, read_config, train_curves
+from pompc_eqx.analysis.pages import add_page_arguments, page_notes, script_command, write_page
+from pompc_eqx.analysis.plots import plot_curves
+from pompc_eqx.analysis.tables import page_tables
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -12,19 +12,15 @@ import numpy as np
 import pytest
 from test_training import SMALL_FLAGS
 
-from pompc_eqx.results import (
+from pompc_eqx.analysis.curves import eval_curve, mean_ci, variant_label
+from pompc_eqx.analysis.pages import (
     add_page_arguments,
-    eval_curve,
-    eval_table,
-    final_table,
     git_commit,
-    mean_ci,
     page_notes,
     script_command,
-    train_metric_table,
-    variant_label,
     write_page,
 )
+from pompc_eqx.analysis.tables import eval_table, final_table, train_metric_table
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
