@@ -22,23 +22,24 @@ from jaxtyping import Array, Bool, Float, Key, PyTree
 from .buffer import Batch
 from .config import AgentConfig
 from .filters import filter_cond
-from .losses import Metrics, keys2, pair_min, rho_weights, vmap2, world_model_loss
-from .networks import MLP, Ensemble, adam_with_clip, polyak, tree_copy
+from .losses import Metrics, rho_weights, world_model_loss
+from .networks import MLP, adam_with_clip, keys2, polyak, tree_copy, vmap2
 from .objectives import AbstractPolicyObjective, make_objective
 from .planner import Plan, plan
-from .world_model import Networks, ensemble_values, init_keys, make_networks
+from .world_model import AbstractValueFunction, Networks, init_keys, make_networks
 
 
 ObjectiveBuilder = Callable[..., AbstractPolicyObjective]
 
 
 class ModelParams(eqx.Module):
-    """What the world-model optimiser trains: h, d, R, Q and the objective's extra critic."""
+    """What the world-model optimiser trains: h, d, R, the value function (Q or V) and the
+    objective's extra critic."""
 
     encoder: MLP
     dynamics: MLP
     reward: MLP
-    q: Ensemble
+    value: AbstractValueFunction
     critic: PyTree
 
 
@@ -53,7 +54,7 @@ class AgentState(eqx.Module):
     """Everything one seed learns: networks, Q target, objective, optimiser states."""
 
     nets: Networks
-    target_q: Ensemble
+    target_value: AbstractValueFunction
     objective: AbstractPolicyObjective
     model_opt: optax.OptState
     policy_opt: optax.OptState
@@ -64,9 +65,9 @@ class AgentState(eqx.Module):
 
     def with_model_params(self, p: ModelParams) -> "AgentState":
         nets = eqx.tree_at(
-            lambda n: (n.encoder, n.dynamics, n.reward, n.q),
+            lambda n: (n.encoder, n.dynamics, n.reward, n.value),
             self.nets,
-            (p.encoder, p.dynamics, p.reward, p.q),
+            (p.encoder, p.dynamics, p.reward, p.value),
         )
         return eqx.tree_at(
             lambda s: (s.nets, s.objective), self, (nets, self.objective.with_critic(p.critic))
@@ -74,13 +75,14 @@ class AgentState(eqx.Module):
 
 
 def _model_params(nets: Networks, objective: AbstractPolicyObjective) -> ModelParams:
-    return ModelParams(nets.encoder, nets.dynamics, nets.reward, nets.q, objective.critic())
+    return ModelParams(nets.encoder, nets.dynamics, nets.reward, nets.value, objective.critic())
 
 
 class Targets(eqx.Module):
-    """TD targets of one batch: Q's (Eq. 15) and the objective's extra critic's (Eq. 17)."""
+    """TD targets of one batch: the value function's (Eq. 15) and the objective's extra
+    critic's (Eq. 17)."""
 
-    q: Float[Array, "horizon batch"]
+    value: Float[Array, "horizon batch"]
     critic: PyTree
 
 
@@ -126,7 +128,7 @@ def init_agent(
     params = _model_params(nets, objective)
     return AgentState(
         nets=nets,
-        target_q=tree_copy(nets.q),
+        target_value=tree_copy(nets.value),
         objective=objective,
         model_opt=optimizers.model.init(_params(params)),
         policy_opt=optimizers.policy.init(_params(nets.policy)),
@@ -167,7 +169,7 @@ def q_value(
 ) -> Float[Array, ""]:
     """Q(h(obs), action): the mean of all heads, no dropout (a diagnostic read-out)."""
     nets = agent.nets
-    return jnp.mean(ensemble_values(nets.q, nets.two_hot, nets.encode(obs), action))
+    return nets.value.value(nets.two_hot, nets.encode(obs), action)
 
 
 def td_targets(
@@ -178,17 +180,16 @@ def td_targets(
     *,
     key: Key[Array, ""],
 ) -> Targets:
-    """TD targets of Eq. 15 (Q) and of the objective's critic (Eq. 17), from z' = h(o_{t+1}).
-
-    Both bootstrap with the min of a random pair of *target* heads at a~ ~ pi_s(z') and no
-    entropy term (key layout: action, pair, critic pair, kl = split(key, 4))."""
+    """TD targets of the value function (Eq. 15 for Q) and of the objective's critic (Eq. 17),
+    from z' = h(o_{t+1}) and a~ ~ pi_s(z'), with the *target* heads and no entropy term (key
+    layout: action, value, critic pair, kl = split(key, 4))."""
     nets = state.nets
     h, b = batch.reward.shape
     act_key, pair_key, critic_pair_key, kl_key = jr.split(key, 4)
     pi = vmap2(lambda zz: nets.policy(zz))(z_next)
     a_next = vmap2(lambda d, k: d.sample(key=k))(pi, keys2(act_key, h, b))
     bootstrap = cfg.discount * (1.0 - batch.terminated)
-    td = batch.reward + bootstrap * pair_min(state.target_q, nets.two_hot, z_next, a_next, pair_key)
+    td = state.target_value.td_target(nets, batch, z_next, a_next, bootstrap, key=pair_key)
     critic = state.objective.critic_target(
         nets.two_hot,
         pi,
@@ -215,7 +216,9 @@ def model_loss(
     """TD-MPC2's world-model loss plus the objective's critic loss (Eq. 16 for Q^lambda)."""
     state = state.with_model_params(params)
     q_key, critic_key = jr.split(key)
-    total, zs, metrics = world_model_loss(state.nets, batch, z_next, targets.q, cfg.loss, key=q_key)
+    total, zs, metrics = world_model_loss(
+        state.nets, batch, z_next, targets.value, cfg.loss, key=q_key
+    )
     za = jnp.concatenate([zs[:-1], batch.action], axis=-1)
     weights = rho_weights(batch.reward.shape[0], cfg.loss.rho)
     extra, critic_metrics = state.objective.critic_loss(
@@ -262,7 +265,7 @@ def _model_step(
         params, state, batch, z_next, targets, cfg, loss_key
     )
     metrics["world_model_grad_norm"] = optax.global_norm(grads)
-    metrics["td_target"] = jnp.mean(targets.q)
+    metrics["td_target"] = jnp.mean(targets.value)
     updates, model_opt = state.optimizers.model.update(grads, state.model_opt, _params(params))
     state = state.with_model_params(eqx.apply_updates(params, updates))
     state = eqx.tree_at(lambda s: s.model_opt, state, model_opt)
@@ -331,10 +334,10 @@ def update(
     metrics.update(pi_metrics)
 
     state = eqx.tree_at(
-        lambda s: (s.target_q, s.objective),
+        lambda s: (s.target_value, s.objective),
         state,
         (
-            polyak(state.nets.q, state.target_q, cfg.loss.tau),
+            polyak(state.nets.value, state.target_value, cfg.loss.tau),
             state.objective.update_targets(cfg.loss.tau),
         ),
     )

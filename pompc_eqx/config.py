@@ -50,7 +50,11 @@ class ModelConfig:
     simnorm_dim: int = 8
     """SimNorm group size."""
     dropout: float = 0.01
-    """Dropout on the first hidden layer of every Q head."""
+    """Dropout on the first hidden layer of every Q (and V) head."""
+    value: Literal["q", "v"] = "q"
+    """The world model's value function: TD-MPC2's Q(z, a) ensemble (`q`), or BMPC's
+    state-value V(z) ensemble (`v`, its repository's default) with a one-step model-based
+    target; `num_q` heads either way."""
 
     def resolve(self, size: ModelSize) -> "ModelConfig":
         """This config with every `None` filled from the size table."""

@@ -5,7 +5,6 @@ arguments. Which terms a run uses is decided by the policy objective and the pri
 (`objectives.py`, `priors.py`), which call these functions; nothing here branches on the method.
 """
 
-from collections.abc import Callable
 from typing import Literal
 
 import equinox as eqx
@@ -18,21 +17,11 @@ from .buffer import Batch
 from .config import LossConfig
 from .distributions import AbstractActionDist, ClippedGaussian, kl_divergence
 from .math import RunningScale, TwoHot
-from .networks import Ensemble
+from .networks import Ensemble, keys2, vmap2
 from .world_model import Networks, PolicyNet, ensemble_values, random_pair
 
 
 Metrics = dict[str, Float[Array, ""]]
-
-
-def vmap2(f: Callable) -> Callable:
-    """Map over the two leading (time, batch) axes."""
-    return jax.vmap(jax.vmap(f))
-
-
-def keys2(key: Key[Array, ""], t: int, b: int) -> Key[Array, "t b"]:
-    """One key per (time, batch) entry."""
-    return jr.split(key, (t, b))
 
 
 def rho_weights(n: int, rho: float) -> Float[Array, " t"]:
@@ -57,18 +46,6 @@ def kl2(
     t, b = p.loc.shape[:2]
     fn = lambda pp, qq, k: kl_divergence(pp, qq, reduction=reduction, key=k)
     return vmap2(fn)(p, q, keys2(key, t, b))
-
-
-def pair_min(
-    target: Ensemble,
-    two_hot: TwoHot,
-    z: Float[Array, "t b latent"],
-    a: Float[Array, "t b action"],
-    key: Key[Array, ""],
-) -> Float[Array, "t b"]:
-    """min over a random pair of (target) heads, no dropout: the bootstrap of Eqs. 15 and 17."""
-    pair = target.subset(random_pair(key, target.num_members))
-    return vmap2(lambda zz, aa: jnp.min(ensemble_values(pair, two_hot, zz, aa)))(z, a)
 
 
 def ensemble_ce(
@@ -99,7 +76,7 @@ def world_model_loss(
     *,
     key: Key[Array, ""],
 ) -> tuple[Float[Array, ""], Float[Array, "time batch latent"], Metrics]:
-    """TD-MPC2's model loss: consistency (20), reward (0.1) and Q value (0.1, toward Eq. 15), on
+    """TD-MPC2's model loss: consistency (20), reward (0.1) and value (0.1, Eq. 14 toward Eq. 15), on
     the latent rollout z_{t+1} = d(z_t, a_t) from z_0 = h(o_0). `key` drives Q's dropout.
 
     **Returns:** the weighted sum, the rollout latents z_0..z_H and the unweighted terms."""
@@ -118,8 +95,8 @@ def world_model_loss(
     ce = nets.two_hot.cross_entropy
     reward_logits = vmap2(nets.reward_logits)(zs[:-1], batch.action)
     reward_loss = jnp.sum(w * jnp.mean(vmap2(ce)(reward_logits, batch.reward), axis=1))
-    za = jnp.concatenate([zs[:-1], batch.action], axis=-1)
-    value_loss = ensemble_ce(nets.q, nets.two_hot, za, td, w, key)
+    inputs = vmap2(nets.value.inputs)(zs[:-1], batch.action)
+    value_loss = ensemble_ce(nets.value.heads, nets.two_hot, inputs, td, w, key)
     total = (
         loss.consistency_coef * consistency
         + loss.reward_coef * reward_loss

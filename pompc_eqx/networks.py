@@ -175,3 +175,13 @@ def polyak(online: PyTree, target: PyTree, tau: float) -> PyTree:
 def adam_with_clip(lr: float, grad_clip: float, eps: float = 1e-8) -> optax.GradientTransformation:
     """Adam after a global-norm gradient clip (each trained part of the agent has its own)."""
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr, eps=eps))
+
+
+def vmap2(f: Callable) -> Callable:
+    """Map over the two leading (time, batch) axes."""
+    return jax.vmap(jax.vmap(f))
+
+
+def keys2(key: Key[Array, ""], t: int, b: int) -> Key[Array, "t b"]:
+    """One key per (time, batch) entry."""
+    return jr.split(key, (t, b))

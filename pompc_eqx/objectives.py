@@ -28,7 +28,6 @@ from .losses import (
     draw_policy,
     ensemble_ce,
     kl2,
-    pair_min,
     policy_kl,
     policy_q,
     soft_td_target,
@@ -37,7 +36,7 @@ from .losses import (
 from .math import RunningScale, TwoHot
 from .networks import Ensemble, polyak, tree_copy
 from .priors import AbstractPrior, make_prior
-from .world_model import Networks, PolicyNet, make_q_ensemble
+from .world_model import Networks, PolicyNet, make_q_ensemble, pair_min
 
 
 PolicyLoss = tuple[Float[Array, ""], tuple["AbstractPolicyObjective", Metrics]]
@@ -160,7 +159,7 @@ class MaxQ(AbstractObjectiveWithoutCritic):
 
     def policy_loss(self, policy, nets, zs, batch, loss, *, key) -> PolicyLoss:
         draw = draw_policy(policy, zs, key=key)
-        q = policy_q(draw, nets.q, nets.two_hot, zs)
+        q = policy_q(draw, nets.value.heads, nets.two_hot, zs)
         scale_q = self.scale_q.update(q[0], loss.scale_tau)
         per_step = -loss.entropy_coef * draw.scaled_entropy - q / scale_q.value
         value = weighted_over_time(per_step, loss.rho)

@@ -13,7 +13,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, Key
 
 from .config import PlannerConfig
-from .world_model import Networks, PolicyNet, ensemble_values, random_pair
+from .world_model import Networks, PolicyNet
 
 
 class Plan(eqx.Module):
@@ -40,13 +40,13 @@ def trajectory_values(
     *,
     key: Key[Array, ""],
 ) -> Float[Array, " sample"]:
-    """H-step return estimate of Eq. 10: sum_t gamma^t r(z_t, a_t) + gamma^H Q(z_H, a_H).
+    """H-step return estimate of Eq. 10: sum_t gamma^t r(z_t, a_t) + gamma^H V(z_H).
 
-    The bootstrap uses the ordinary Q (average of a random pair of heads, no dropout) at an
-    action sampled from the sampling policy.
+    The bootstrap is the world model's value function (`AbstractValueFunction.bootstrap`): for
+    TD-MPC2's Q, the average of a random pair of heads, no dropout, at an action sampled from
+    the sampling policy (not Q^lambda).
     """
     num_samples = actions.shape[0]
-    pi_key, pair_key = jr.split(key)
 
     def step(carry, a_t):
         z_t, ret, disc = carry
@@ -56,10 +56,8 @@ def trajectory_values(
     z0 = jnp.broadcast_to(z, (num_samples, z.shape[0]))
     init = (z0, jnp.zeros(num_samples), jnp.ones(()))
     (z_h, ret, disc), _ = jax.lax.scan(step, init, jnp.swapaxes(actions, 0, 1))
-    a_h = jax.vmap(lambda zz, k: nets.policy(zz).sample(key=k))(z_h, jr.split(pi_key, num_samples))
-    pair = nets.q.subset(random_pair(pair_key, nets.q.num_members))
-    q = jax.vmap(lambda zz, aa: jnp.mean(ensemble_values(pair, nets.two_hot, zz, aa)))(z_h, a_h)
-    return jnp.nan_to_num(ret + disc * q, nan=0.0)
+    value = nets.value.bootstrap(nets, z_h, key=key)
+    return jnp.nan_to_num(ret + disc * value, nan=0.0)
 
 
 def policy_trajectories(

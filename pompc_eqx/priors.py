@@ -20,9 +20,9 @@ from jaxtyping import Array, Float, Key
 from .buffer import Batch
 from .config import AgentConfig, LossConfig
 from .distributions import AbstractActionDist
-from .losses import Metrics, planner_gaussian, prior_fit_loss, vmap2
+from .losses import Metrics, planner_gaussian, prior_fit_loss
 from .math import RunningScale
-from .networks import adam_with_clip
+from .networks import adam_with_clip, vmap2
 from .world_model import PolicyNet, make_policy_net
 
 

@@ -88,7 +88,7 @@ def bench(preset: str, size: str, batch_size: int, repeats: int) -> dict:
     state = init_agent(cfg, key=jr.key(0))
     nets = state.nets
     params = count_params(nets)
-    core = count_params((nets.encoder, nets.dynamics, nets.reward, nets.policy, nets.q))
+    core = count_params((nets.encoder, nets.dynamics, nets.reward, nets.policy, nets.value))
 
     plan_fn = eqx.filter_jit(
         lambda nets, z, warm, key: plan(

@@ -49,10 +49,14 @@ def perturb_heads(state, key):
     nets = state.nets
     state = eqx.tree_at(lambda s: s.nets.reward.out.weight, state, rnd(nets.reward.out.weight))
     state = eqx.tree_at(
-        lambda s: s.nets.q.members.out.weight, state, rnd(nets.q.members.out.weight)
+        lambda s: s.nets.value.heads.members.out.weight,
+        state,
+        rnd(nets.value.heads.members.out.weight),
     )
     state = eqx.tree_at(
-        lambda s: s.target_q.members.out.weight, state, rnd(state.target_q.members.out.weight)
+        lambda s: s.target_value.heads.members.out.weight,
+        state,
+        rnd(state.target_value.heads.members.out.weight),
     )
     if hasattr(state.objective, "qlam"):
         obj = state.objective
@@ -266,7 +270,7 @@ def test_lambda_zero_is_tdmpc2_policy_loss(states, batch, getkey):
     assert not hasattr(state.objective, "qlam") and not hasattr(state.objective, "prior")
     zs = latents(state, batch.obs)  # H+1 latents
     loss, comps, _, metrics = check_policy_loss(
-        cfg, state, zs, batch, getkey(), critic=state.nets.q, prior=None, lam=0.0
+        cfg, state, zs, batch, getkey(), critic=state.nets.value.heads, prior=None, lam=0.0
     )
     assert "kl_mean" not in metrics
     # non-trivial: the Q term dominates and its running-scale spread exceeds the clamp
@@ -335,7 +339,7 @@ def test_td_targets_eq15_and_eq17(states, batch, getkey):
     z_next = latents(state, batch.obs[1:])
     key = getkey()
     targets = eqx.filter_jit(td_targets)(state, batch, z_next, cfg, key=key)
-    td, td_lam = targets.q, targets.critic
+    td, td_lam = targets.value, targets.critic
     obj = state.objective
 
     @eqx.filter_jit
@@ -348,7 +352,7 @@ def test_td_targets_eq15_and_eq17(states, batch, getkey):
             loc, scale, _ = _dist_params(state.nets.policy, z, cfg)
             a = jnp.clip(loc + scale * jr.normal(k, (A,)), -1, 1)
             za = jnp.concatenate([z, a])
-            q = decode(state.target_q(za))  # all heads, no dropout
+            q = decode(state.target_value.heads(za))  # all heads, no dropout
             qlam = decode(obj.target_qlam(za))
             p_loc, p_scale, _ = _dist_params(obj.prior.net, z, cfg)
             kl = gauss_kl(loc, scale, p_loc, p_scale)
@@ -377,7 +381,7 @@ def test_td_target_without_qlam(states, batch, getkey):
         cfg, state = states[preset]
         z_next = jnp.zeros((H, B, state.nets.encoder.out.linear.weight.shape[0]))
         targets = eqx.filter_eval_shape(td_targets, state, batch, z_next, cfg, key=getkey())
-        assert targets.critic is None and targets.q.shape == (H, B)
+        assert targets.critic is None and targets.value.shape == (H, B)
 
 
 # --------------------------------------------------------------------------- world-model loss
@@ -410,7 +414,13 @@ def test_world_model_loss_matches_naive_loop(no_dropout_state, batch, getkey):
     rho = cfg.loss.rho
 
     def naive(part):
-        enc, dyn, rew, q, qlam = part.encoder, part.dynamics, part.reward, part.q, part.critic
+        enc, dyn, rew, q, qlam = (
+            part.encoder,
+            part.dynamics,
+            part.reward,
+            part.value.heads,
+            part.critic,
+        )
         ce_heads = jax.vmap(jax.vmap(soft_ce, in_axes=(0, None)))  # over batch, then heads
         lc = lr = lv = lq = 0.0
         z = jax.vmap(enc)(batch.obs[0])
@@ -463,7 +473,7 @@ def test_update_compiles_once_and_applies_the_steps(states, getkey):
     # Polyak: target <- target + tau (online_new - target)
     tau = cfg.loss.tau
     for online, old, new in (
-        (s1.nets.q, state.target_q, s1.target_q),
+        (s1.nets.value, state.target_value, s1.target_value),
         (s1.objective.qlam, state.objective.target_qlam, s1.objective.target_qlam),
     ):
         leaves = zip(

@@ -49,14 +49,14 @@ def test_param_count_5m_cartpole():
         dynamics=nets.dynamics,
         reward=nets.reward,
         policy=nets.policy,
-        q=nets.q,
+        q=nets.value,
     )
     counts = {name: count_params(part) for name, part in parts.items()}
     total = count_params(tuple(parts.values()))
     print(f"\n5M model on cartpole-swingup (obs 5, action 1): {total:,} parameters {counts}")
     assert abs(total - 4.93e6) / 4.93e6 < 0.01
     assert counts == expected_count(5, 1, **MODEL_SIZES["5m"])
-    assert nets.q.num_members == 5
+    assert nets.value.heads.num_members == 5
     # PO-MPC's objective adds a prior (same size as pi_s) and Q^lambda with its target (as Q)
     full = eqx.filter_eval_shape(init_agent, agent_config("pompc", "5m"), key=jr.key(0))
     assert count_params(full.nets) == total
@@ -85,13 +85,13 @@ def test_model_sizes_build_with_table_dims(size):
     assert nets.dynamics.out.linear.weight.shape == (lat, mlp)
     assert nets.reward.out.weight.shape == (101, mlp)
     assert nets.policy.mlp.out.weight.shape == (2, mlp)
-    for ens in (nets.q, qlam):
+    for ens in (nets.value.heads, qlam):
         assert ens.members.hidden[0].linear.weight.shape == (nq, mlp, lat + 1)
         assert ens.members.out.weight.shape == (nq, 101, mlp)
         assert ens.members.hidden[0].dropout == 0.01 and ens.members.hidden[1].dropout == 0.0
     assert state.objective.prior.net.mlp.out.weight.shape == (2, mlp)
     counts = expected_count(5, 1, **dims)
-    assert _shape_count(nets.q) == counts["q"] == _shape_count(qlam)
+    assert _shape_count(nets.value) == counts["q"] == _shape_count(qlam)
     assert _shape_count(nets.encoder) == counts["encoder"]
     assert _shape_count(nets.dynamics) == counts["dynamics"]
 
@@ -111,13 +111,13 @@ def test_reward_and_q_heads_read_zero_at_init(tiny_state):
     keys = jr.split(jr.key(2), 4)
     z = jax.vmap(nets.encode)(jr.normal(keys[0], (16, 5)))
     a = jr.uniform(keys[1], (16, 1), minval=-1, maxval=1)
-    for head in (nets.reward, nets.q.members, qlam.members):
+    for head in (nets.reward, nets.value.heads.members, qlam.members):
         np.testing.assert_array_equal(head.out.weight, 0.0)
         np.testing.assert_array_equal(head.out.bias, 0.0)
     np.testing.assert_array_equal(jax.vmap(nets.reward_logits)(z, a), 0.0)
     # uniform logits: the expectation over the symmetric bins is 0 up to float32 summation error
     np.testing.assert_allclose(jax.vmap(nets.reward_value)(z, a), 0.0, atol=1e-6)
-    for ens in (nets.q, qlam):
+    for ens in (nets.value.heads, qlam):
         vals = jax.vmap(lambda zz, aa: ensemble_values(ens, nets.two_hot, zz, aa))(z, a)
         assert vals.shape == (16, 5)
         np.testing.assert_allclose(vals, 0.0, atol=1e-6)

@@ -207,7 +207,9 @@ def test_trajectory_values_bootstrap_uses_online_q_pair_average(getkey):
         lambda n: n.reward.out.weight, nets, jr.normal(getkey(), nets.reward.out.weight.shape)
     )
     nets = eqx.tree_at(
-        lambda n: n.q.members.out.weight, nets, jr.normal(getkey(), nets.q.members.out.weight.shape)
+        lambda n: n.value.heads.members.out.weight,
+        nets,
+        jr.normal(getkey(), nets.value.heads.members.out.weight.shape),
     )
     z = nets.encode(jr.normal(getkey(), (5,)))
     actions = jr.uniform(getkey(), (16, 3, 2), minval=-1, maxval=1)
@@ -224,7 +226,7 @@ def test_trajectory_values_bootstrap_uses_online_q_pair_average(getkey):
                 total += DISCOUNT**t * nets.reward_value(zt, acts[t])
                 zt = nets.next(zt, acts[t])
             a_h = nets.policy(zt).sample(key=pi_k)
-            q_all = ensemble_values(nets.q, nets.two_hot, zt, a_h)
+            q_all = ensemble_values(nets.value.heads, nets.two_hot, zt, a_h)
             return total + DISCOUNT**3 * q_all[pair].mean()
 
         return jax.vmap(one)(actions, jr.split(pi_key, 16))

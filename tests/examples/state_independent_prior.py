@@ -13,8 +13,8 @@ from jaxtyping import Array, Float
 
 from pompc_eqx.config import AgentConfig
 from pompc_eqx.distributions import AbstractActionDist, ClippedGaussian
-from pompc_eqx.losses import kl2, planner_gaussian, vmap2, weighted_over_time
-from pompc_eqx.networks import adam_with_clip
+from pompc_eqx.losses import kl2, planner_gaussian, weighted_over_time
+from pompc_eqx.networks import adam_with_clip, vmap2
 from pompc_eqx.priors import PRIORS, AbstractPrior
 
 
