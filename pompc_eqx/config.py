@@ -306,6 +306,20 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         " MPPI temperature 1.0.",
         TrainConfig(preset="bmpc", lam=math.inf, prior="replay"),
     ),
+    "bmpc-repo": (
+        "BMPC as its repository runs it: lambda = inf, prior = stored planner Gaussians, a"
+        " state-value V(z) ensemble of 2 heads with a one-step model-based target (planner"
+        " bootstrap: mean V), MPPI temperature 0.5, KL averaged over action dimensions, the"
+        " episode-length discount heuristic.",
+        TrainConfig(
+            preset="bmpc-repo",
+            lam=math.inf,
+            prior="replay",
+            model=ModelConfig(value="v", num_q=2),
+            planner=PlannerConfig(temperature=0.5),
+            loss=LossConfig(kl_reduction="mean", discount="heuristic"),
+        ),
+    ),
     "pompc": (
         "PO-MPC: lambda = 1, learned adaptive prior fitted by reverse KL (Eq. 12).",
         TrainConfig(preset="pompc", lam=1.0, prior="learned", prior_loss="reverse"),

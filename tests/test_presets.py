@@ -9,36 +9,33 @@ from pompc_eqx.config import PRESETS
 from pompc_eqx.objectives import KLOnly, KLRegularized, MaxQ, objective_class
 
 
-# setting -> value per preset: tdmpc2, tdmpc2-repo, bmpc, pompc
+# setting -> value per preset: tdmpc2, tdmpc2-repo, bmpc, bmpc-repo, pompc
 SETTINGS = {
-    "lam": (0.0, 0.0, math.inf, 1.0),
-    "prior": ("learned", "learned", "replay", "learned"),
-    "prior_loss": ("reverse", "reverse", "reverse", "reverse"),
-    "policy.distribution": (
-        "tanh-gaussian",
-        "tanh-gaussian",
-        "clipped-gaussian",
-        "clipped-gaussian",
-    ),
-    "policy.log_std_min": (-10.0, -10.0, -3.0, -3.0),
-    "policy.log_std_max": (2.0, 2.0, 1.0, 1.0),
-    "planner.temperature": (1.0, 0.5, 1.0, 1.0),
-    "planner.reanalyze_log_std": (None, None, (-2.0, 1.0), (-2.0, 1.0)),
-    "planner.iterations": (6, 6, 6, 6),
-    "planner.num_samples": (512, 512, 512, 512),
-    "planner.num_elites": (64, 64, 64, 64),
-    "planner.num_pi_trajs": (24, 24, 24, 24),
-    "loss.discount": (0.99, "heuristic", 0.99, 0.99),
-    "loss.policy_latents": ("horizon+1", "horizon+1", "horizon", "horizon"),
-    "loss.pretrain_policy": (True, True, False, False),
-    "loss.kl_reduction": ("sum", "sum", "sum", "sum"),
-    "loss.entropy_coef": (1e-4, 1e-4, 1e-4, 1e-4),
-    "optim.enc_lr_scale": (0.3, 0.3, 0.3, 0.3),
-    "optim.grad_clip": (20.0, 20.0, 20.0, 20.0),
-    "buffer.reanalyze_interval": (10, 10, 10, 10),
+    "lam": (0.0, 0.0, math.inf, math.inf, 1.0),
+    "prior": ("learned", "learned", "replay", "replay", "learned"),
+    "prior_loss": ("reverse",) * 5,
+    "model.value": ("q", "q", "q", "v", "q"),
+    "model.num_q": (None, None, None, 2, None),
+    "policy.distribution": ("tanh-gaussian", "tanh-gaussian") + ("clipped-gaussian",) * 3,
+    "policy.log_std_min": (-10.0, -10.0, -3.0, -3.0, -3.0),
+    "policy.log_std_max": (2.0, 2.0, 1.0, 1.0, 1.0),
+    "planner.temperature": (1.0, 0.5, 1.0, 0.5, 1.0),
+    "planner.reanalyze_log_std": (None, None) + ((-2.0, 1.0),) * 3,
+    "planner.iterations": (6,) * 5,
+    "planner.num_samples": (512,) * 5,
+    "planner.num_elites": (64,) * 5,
+    "planner.num_pi_trajs": (24,) * 5,
+    "loss.discount": (0.99, "heuristic", 0.99, "heuristic", 0.99),
+    "loss.policy_latents": ("horizon+1", "horizon+1", "horizon", "horizon", "horizon"),
+    "loss.pretrain_policy": (True, True, False, False, False),
+    "loss.kl_reduction": ("sum", "sum", "sum", "mean", "sum"),
+    "loss.entropy_coef": (1e-4,) * 5,
+    "optim.enc_lr_scale": (0.3,) * 5,
+    "optim.grad_clip": (20.0,) * 5,
+    "buffer.reanalyze_interval": (10,) * 5,
 }
-NAMES = ("tdmpc2", "tdmpc2-repo", "bmpc", "pompc")
-OBJECTIVES = (MaxQ, MaxQ, KLOnly, KLRegularized)
+NAMES = ("tdmpc2", "tdmpc2-repo", "bmpc", "bmpc-repo", "pompc")
+OBJECTIVES = (MaxQ, MaxQ, KLOnly, KLOnly, KLRegularized)
 
 
 def _get(cfg, dotted):
