@@ -10,6 +10,7 @@ The equations live in `losses.py`; which of them a run uses is decided by its po
 objective (`objectives.py`) and prior (`priors.py`).
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import equinox as eqx
@@ -26,6 +27,7 @@ from .losses import Metrics, rho_weights, world_model_loss
 from .networks import MLP, adam_with_clip, keys2, polyak, tree_copy, vmap2
 from .objectives import AbstractPolicyObjective, make_objective
 from .planner import Plan, plan
+from .termination import AbstractTermination
 from .world_model import AbstractValueFunction, Networks, init_keys, make_networks
 
 
@@ -33,14 +35,15 @@ ObjectiveBuilder = Callable[..., AbstractPolicyObjective]
 
 
 class ModelParams(eqx.Module):
-    """What the world-model optimiser trains: h, d, R, the value function (Q or V) and the
-    objective's extra critic."""
+    """What the world-model optimiser trains: h, d, R, the value function (Q or V), the
+    objective's extra critic and the termination head (episodic tasks)."""
 
     encoder: MLP
     dynamics: MLP
     reward: MLP
     value: AbstractValueFunction
     critic: PyTree
+    termination: AbstractTermination
 
 
 class Optimizers(eqx.Module):
@@ -64,10 +67,13 @@ class AgentState(eqx.Module):
         return _model_params(self.nets, self.objective)
 
     def with_model_params(self, p: ModelParams) -> "AgentState":
-        nets = eqx.tree_at(
-            lambda n: (n.encoder, n.dynamics, n.reward, n.value),
+        nets = dataclasses.replace(
             self.nets,
-            (p.encoder, p.dynamics, p.reward, p.value),
+            encoder=p.encoder,
+            dynamics=p.dynamics,
+            reward=p.reward,
+            value=p.value,
+            termination=p.termination,
         )
         return eqx.tree_at(
             lambda s: (s.nets, s.objective), self, (nets, self.objective.with_critic(p.critic))
@@ -75,7 +81,9 @@ class AgentState(eqx.Module):
 
 
 def _model_params(nets: Networks, objective: AbstractPolicyObjective) -> ModelParams:
-    return ModelParams(nets.encoder, nets.dynamics, nets.reward, nets.value, objective.critic())
+    return ModelParams(
+        nets.encoder, nets.dynamics, nets.reward, nets.value, objective.critic(), nets.termination
+    )
 
 
 class Targets(eqx.Module):

@@ -109,6 +109,8 @@ class LossConfig:
     consistency_coef: float = 20.0
     reward_coef: float = 0.1
     value_coef: float = 0.1
+    termination_coef: float = 1.0
+    """Coefficient of the termination head's loss (`--episodic` only; TD-MPC2)."""
     qlam_coef: float = 0.1
     """Coefficient of the KL-regularised value loss (Eq. 16), part of the world-model loss."""
     rho: float = 0.5
@@ -230,7 +232,8 @@ class TrainConfig:
     resume: pathlib.Path | None = None
     """Continue the run in this directory from its latest checkpoint."""
     episodic: bool = False
-    """Honour terminations in TD targets (HumanoidBench); otherwise bootstrap through them."""
+    """Episodic tasks (HumanoidBench): terminations cut TD targets, and a learned termination
+    head ends imagined rollouts in the planner (TD-MPC2); otherwise bootstrap through them."""
     chunk_steps: int = 1000
     """Agent steps per compiled chunk = logging window."""
     checkpoint_every: int | None = None

@@ -102,10 +102,14 @@ def world_model_loss(
         + loss.reward_coef * reward_loss
         + loss.value_coef * value_loss
     )
+    # Episodic tasks: p(terminated | z_{t+1}) on the rollout latents (0 and no metric otherwise).
+    termination_loss, termination_metrics = nets.termination.loss(z_pred, batch.terminated)
+    total = total + loss.termination_coef * termination_loss
     metrics = {
         "consistency_loss": consistency,
         "reward_loss": reward_loss,
         "value_loss": value_loss,
+        **termination_metrics,
     }
     return total, zs, metrics
 

@@ -49,15 +49,18 @@ def trajectory_values(
     num_samples = actions.shape[0]
 
     def step(carry, a_t):
-        z_t, ret, disc = carry
+        z_t, ret, disc, alive = carry
         r = jax.vmap(nets.reward_value)(z_t, a_t)
-        return (jax.vmap(nets.next)(z_t, a_t), ret + disc * r, disc * discount), None
+        z_next = jax.vmap(nets.next)(z_t, a_t)
+        # Episodic tasks: nothing counts after the predicted end (always alive otherwise).
+        ended = jax.vmap(nets.termination.ended)(z_next)
+        return (z_next, ret + disc * alive * r, disc * discount, alive * (1.0 - ended)), None
 
     z0 = jnp.broadcast_to(z, (num_samples, z.shape[0]))
-    init = (z0, jnp.zeros(num_samples), jnp.ones(()))
-    (z_h, ret, disc), _ = jax.lax.scan(step, init, jnp.swapaxes(actions, 0, 1))
+    init = (z0, jnp.zeros(num_samples), jnp.ones(()), jnp.ones(num_samples))
+    (z_h, ret, disc, alive), _ = jax.lax.scan(step, init, jnp.swapaxes(actions, 0, 1))
     value = nets.value.bootstrap(nets, z_h, key=key)
-    return jnp.nan_to_num(ret + disc * value, nan=0.0)
+    return jnp.nan_to_num(ret + disc * alive * value, nan=0.0)
 
 
 def policy_trajectories(

@@ -20,6 +20,7 @@ from .config import AgentConfig
 from .distributions import AbstractActionDist, AbstractDistFamily, make_family
 from .math import TwoHot
 from .networks import MLP, Ensemble, SimNorm, keys2, vmap2, zero_last_layer
+from .termination import AbstractTermination, make_termination
 
 
 class PolicyNet(eqx.Module):
@@ -203,6 +204,7 @@ class Networks(eqx.Module):
     reward: MLP
     value: AbstractValueFunction
     policy: PolicyNet
+    termination: AbstractTermination
     two_hot: TwoHot
 
     def encode(self, obs: Float[Array, " obs"]) -> Float[Array, " latent"]:
@@ -229,8 +231,10 @@ INIT_KEYS = ("encoder", "dynamics", "reward", "value", "critic", "policy", "prio
 
 
 def init_keys(key: Key[Array, ""]) -> dict[str, Key[Array, ""]]:
-    """One key per initialised part (`INIT_KEYS`): the same key gives the same networks."""
-    return dict(zip(INIT_KEYS, jr.split(key, len(INIT_KEYS))))
+    """One key per initialised part (`INIT_KEYS`, plus `termination` folded in separately, so
+    that adding it changed no other part's key): the same key gives the same networks."""
+    keys = dict(zip(INIT_KEYS, jr.split(key, len(INIT_KEYS))))
+    return {**keys, "termination": jr.fold_in(key, len(INIT_KEYS))}
 
 
 def make_networks(cfg: AgentConfig, *, key: Key[Array, ""]) -> Networks:
@@ -250,6 +254,7 @@ def make_networks(cfg: AgentConfig, *, key: Key[Array, ""]) -> Networks:
         reward=zero_last_layer(MLP(za_dim, (m.mlp_dim, m.mlp_dim), m.num_bins, key=keys["reward"])),
         value=make_value_function(cfg, key=keys["value"]),
         policy=make_policy_net(cfg, key=keys["policy"]),
+        termination=make_termination(cfg, key=keys["termination"]),
         two_hot=TwoHot(m.num_bins, m.vmin, m.vmax),
     )
 

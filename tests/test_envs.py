@@ -142,8 +142,12 @@ def test_probe_optimal_return(name):
 
         def body(carry, _):
             state, obs = carry
-            # The target probe's optimal action is its observation; the others ignore actions.
+            # The target probe's optimal action is its observation; the trap probe's is "safe"
+            # (0) until the last step (1/10 of the episode left), then the trap (-1); the
+            # others ignore actions.
             action = obs if name == "jax/probe-target" else jnp.zeros((4, 1))
+            if name == "jax/probe-trap":
+                action = jnp.where(obs < 0.15, -1.0, 0.0)
             state, timestep = env.step(state, action)
             return (state, timestep.obs), (timestep.reward, timestep.terminated, timestep.truncated)
 
@@ -154,8 +158,8 @@ def test_probe_optimal_return(name):
     np.testing.assert_allclose(jnp.sum(rewards, axis=0), PROBE_OPTIMAL_RETURNS[name], rtol=1e-6)
     done = terminated | truncated
     assert bool(jnp.all(done[-1])) and not bool(jnp.any(done[:-1]))
-    # Countdown ends in a true terminal state; the others are cut by the time limit.
-    assert bool(jnp.all(terminated[-1])) == (name == "jax/probe-countdown")
+    # Countdown and the trap end in a true terminal state; the others are cut by the time limit.
+    assert bool(jnp.all(terminated[-1])) == (name in ("jax/probe-countdown", "jax/probe-trap"))
     assert not bool(jnp.any(terminated[-1] & truncated[-1]))
 
 

@@ -137,5 +137,9 @@ def test_repository_presets_train_a_chunk_on_pendulum(preset):
     updated = np.asarray(metrics["num_updates"][:, 0]) > 0
     regular = updated & (np.asarray(metrics["pretrain"][:, 0]) == 0)  # the burst skips pi (bmpc)
     assert regular.any()
-    for name, rows in (("world_model_loss", updated), ("value_loss", updated), ("pi_loss", regular)):
+    for name, rows in (
+        ("world_model_loss", updated),
+        ("value_loss", updated),
+        ("pi_loss", regular),
+    ):
         assert np.isfinite(np.asarray(metrics[name])[rows]).all(), name

@@ -285,11 +285,48 @@ class CountdownProbe(AbstractJaxTask):
         return jnp.reshape(remaining, (1,)).astype(jnp.float32)
 
 
+class TrapProbe(AbstractJaxTask):
+    """Probe: an early-termination trap. Each step pays 0.5, unless the action is below -0.5:
+    then it pays 1.0 once and the episode *terminates*.
+
+    The observation is the fraction of the episode still to go. Taking the trap early is a
+    bad trade (1.0 now instead of 0.5 per remaining step) that a planner only sees if its model
+    knows the episode ends there: without a termination model the imagined rollout goes on
+    after the trap and looks 0.5 better than the safe one. Best return 5.5 (safe for 9 steps,
+    trap on the last); trapping at step k returns 0.5 k + 1; random play about 2.
+    """
+
+    obs_dim: ClassVar[int] = 1
+    action_dim: ClassVar[int] = 1
+    episode_length: ClassVar[int] = 10
+    can_terminate: ClassVar[bool] = True
+    optimal_return: ClassVar[float] = 5.5
+
+    def init(self, *, key: Key[Array, ""]) -> tuple[Int[Array, ""], Float[Array, " obs"]]:
+        del key
+        t = jnp.array(0, jnp.int32)
+        return t, self._observe(t)
+
+    def step(
+        self, physics: Int[Array, ""], action: Float[Array, " action"], *, key: Key[Array, ""]
+    ) -> tuple[Int[Array, ""], Float[Array, " obs"], Float[Array, ""], Bool[Array, ""]]:
+        del key
+        trapped = action[0] < -0.5
+        t = physics + 1
+        reward = jnp.where(trapped, 1.0, 0.5).astype(jnp.float32)
+        return t, self._observe(t), reward, trapped
+
+    def _observe(self, t: Int[Array, ""]) -> Float[Array, "1"]:
+        remaining = (self.episode_length - t) / self.episode_length
+        return jnp.reshape(remaining, (1,)).astype(jnp.float32)
+
+
 JAX_TASKS: dict[str, type[AbstractJaxTask]] = {
     "jax/pendulum": Pendulum,
     "jax/probe-target": TargetProbe,
     "jax/probe-constant": ConstantProbe,
     "jax/probe-countdown": CountdownProbe,
+    "jax/probe-trap": TrapProbe,
 }
 """Every JAX-native task by name."""
 
@@ -297,6 +334,7 @@ PROBE_OPTIMAL_RETURNS: dict[str, float] = {
     "jax/probe-target": TargetProbe.optimal_return,
     "jax/probe-constant": ConstantProbe.optimal_return,
     "jax/probe-countdown": CountdownProbe.optimal_return,
+    "jax/probe-trap": TrapProbe.optimal_return,
 }
 """Optimal (undiscounted) episode return of each probe task, for training tests."""
 

@@ -1,0 +1,105 @@
+"""Episodic tasks: the termination head (TD-MPC2's episodic mode) ends imagined rollouts, and
+an agent with it learns to avoid an early-termination trap (`jax/probe-trap`)."""
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+from pompc_eqx.buffer import default_capacity
+from pompc_eqx.config import PRESETS
+from pompc_eqx.envs.registry import make_env, task_spec
+from pompc_eqx.loop import Schedule, init_loop, make_evaluate, make_train_chunk, seed_keys
+from pompc_eqx.planner import trajectory_values
+from pompc_eqx.termination import NeverTerminates, TerminationHead
+from pompc_eqx.world_model import make_networks
+
+
+def agent_config(episodic, task="jax/probe-trap", preset="tdmpc2"):
+    base = PRESETS[preset][1]
+    cfg = dataclasses.replace(
+        base,
+        model_size="tiny",
+        episodic=episodic,
+        planner=dataclasses.replace(
+            base.planner, num_samples=64, num_elites=8, num_pi_trajs=8, iterations=3
+        ),
+        buffer=dataclasses.replace(base.buffer, batch_size=64),
+    )
+    spec = task_spec(task)
+    return cfg.agent_config(spec.obs_dim, spec.action_dim, spec.episode_length)
+
+
+def test_termination_module_follows_episodic():
+    assert isinstance(
+        make_networks(agent_config(False), key=jr.key(0)).termination, NeverTerminates
+    )
+    nets = make_networks(agent_config(True), key=jr.key(0))
+    assert isinstance(nets.termination, TerminationHead)
+    # the head's key is folded in separately: every other network is the same as without it
+    other = make_networks(agent_config(False), key=jr.key(0))
+    np.testing.assert_array_equal(nets.encoder.out.linear.weight, other.encoder.out.linear.weight)
+
+
+def test_termination_loss_is_binary_cross_entropy():
+    head = make_networks(agent_config(True), key=jr.key(1)).termination
+    z = jax.nn.softmax(jr.normal(jr.key(2), (3, 4, 2, 8)), axis=-1).reshape(3, 4, 16)
+    term = (jr.uniform(jr.key(3), (3, 4)) < 0.3).astype(jnp.float32)
+    loss, metrics = head.loss(z, term)
+    p = jax.nn.sigmoid(jax.vmap(jax.vmap(lambda zz: head.mlp(zz)[0]))(z))
+    ref = -jnp.mean(term * jnp.log(p) + (1 - term) * jnp.log(1 - p))
+    np.testing.assert_allclose(float(loss), float(ref), rtol=1e-5)
+    assert metrics["termination_loss"] is loss
+
+
+def test_planner_counts_nothing_after_a_predicted_end():
+    """A head that predicts 'ended' everywhere: each trajectory is worth its first reward only."""
+    cfg = agent_config(True)
+    nets = make_networks(cfg, key=jr.key(4))
+    nets = eqx.tree_at(
+        lambda n: n.reward.out.weight, nets, jr.normal(jr.key(5), nets.reward.out.weight.shape)
+    )
+    nets = eqx.tree_at(lambda n: n.termination.mlp.out.bias, nets, jnp.full((1,), 50.0))
+    z = nets.encode(jnp.ones(1))
+    actions = jr.uniform(jr.key(6), (16, 3, 1), minval=-1, maxval=1)
+    g = trajectory_values(nets, z, actions, 0.9, key=jr.key(7))
+    np.testing.assert_allclose(
+        g, jax.vmap(lambda a: nets.reward_value(z, a[0]))(actions), rtol=1e-5
+    )
+    never = eqx.tree_at(lambda n: n.termination, nets, NeverTerminates())
+    assert not np.allclose(trajectory_values(never, z, actions, 0.9, key=jr.key(7)), g)
+
+
+@pytest.mark.slow
+def test_agent_with_a_termination_head_avoids_the_trap():
+    cfg = agent_config(True)
+    steps, seed_steps = 600, 100
+    schedule = Schedule(
+        seed_steps, default_capacity(steps, 10), reanalyze_interval=0, reanalyze_batch=1
+    )
+    env = make_env("jax/probe-trap", 2)
+    state = eqx.filter_jit(init_loop)(cfg, schedule, env, seed_keys(0, 2))
+    state, metrics = eqx.filter_jit(make_train_chunk(cfg, schedule, env, steps))(state)
+    assert np.isfinite(np.asarray(metrics["termination_loss"])[seed_steps:]).all()
+    agents = state.seeds.agent
+    result = eqx.filter_jit(make_evaluate(cfg, make_env("jax/probe-trap", 2), 3))(
+        agents, seed_keys(9, 2)
+    )
+    print("trap probe eval returns per seed and episode:", np.asarray(result.returns))
+    # trapping at step k returns 0.5 k + 1: >= 4 means no trap before step 6 (random play ~2)
+    assert np.all(np.asarray(result.returns) >= 4.0)
+
+    def p_end(agent, action):
+        nets = agent.nets
+        z = nets.next(nets.encode(jnp.ones(1)), jnp.array([action]))
+        return jax.nn.sigmoid(nets.termination.mlp(z)[0])
+
+    p_trap = np.asarray(eqx.filter_vmap(lambda a: p_end(a, -1.0))(agents))
+    p_safe = np.asarray(eqx.filter_vmap(lambda a: p_end(a, 1.0))(agents))
+    print("p(end) after the trap action", p_trap, "after a safe action", p_safe)
+    # the head tells the trap from a safe action (its data: the seed phase's random trap hits)
+    assert np.all(p_trap > 0.4) and np.all(p_safe < 0.1) and np.all(p_trap > 5 * p_safe)
