@@ -7,11 +7,19 @@ Pure functions receive the sub-config they need as a static (hashable) argument.
 """
 
 import dataclasses
+import json
 import math
 import pathlib
-from typing import Literal
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import tyro
+
+from .files import plain
+
+
+if TYPE_CHECKING:
+    from .envs.base import EnvSpec
 
 
 ModelSize = Literal["tiny", "1m", "5m", "19m", "48m", "317m"]
@@ -323,3 +331,107 @@ def config_from_dict(data: dict) -> TrainConfig:
             value = pathlib.Path(value)
         kwargs[field.name] = value
     return TrainConfig(**kwargs)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message is one line saying what is valid."""
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """The config as plain JSON-able data (paths as strings, inf as a string)."""
+    return plain(dataclasses.asdict(cfg))
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(config, dict) and config:
+        out = {}
+        for k, v in config.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: config}
+
+
+def _ignored(key: str, ignore_keys: Collection[str]) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in ignore_keys)
+
+
+_ABSENT = object()
+
+
+def _show(value: Any) -> str:
+    return "<absent>" if value is _ABSENT else json.dumps(value)
+
+
+def config_differences(
+    saved: Mapping[str, Any], now: Mapping[str, Any], ignore_keys: Collection[str] = ()
+) -> list[str]:
+    """Lines `a.b.c: saved X, now Y` for every differing (dotted) key of two nested dicts.
+
+    Both sides are compared after a JSON round trip, so tuples equal lists.
+
+    **Arguments:**
+
+    - `saved`, `now`: nested config dicts.
+    - `ignore_keys`: dotted keys to skip; a key also skips everything below it.
+
+    **Returns:** one line per difference, sorted by key (empty if none).
+    """
+    saved_flat, now_flat = _flatten(plain(saved)), _flatten(plain(now))
+    lines = []
+    for key in sorted(saved_flat.keys() | now_flat.keys()):
+        a, b = saved_flat.get(key, _ABSENT), now_flat.get(key, _ABSENT)
+        # Compare values and their JSON text: 1 == 1.0 stays equal, and so does NaN == NaN.
+        if a != b and _show(a) != _show(b) and not _ignored(key, ignore_keys):
+            lines.append(f"{key}: saved {_show(a)}, now {_show(b)}")
+    return lines
+
+
+def validate(cfg: TrainConfig, spec: "EnvSpec") -> None:
+    """Raise `ConfigError` (one clear line) for an invalid option combination."""
+    p = cfg.planner
+    lam = cfg.lam
+    if lam != "auto" and not lam >= 0:
+        raise ConfigError(f"--lam must be >= 0, inf or auto (got {lam})")
+    if cfg.num_seeds < 1:
+        raise ConfigError(f"--num-seeds must be >= 1 (got {cfg.num_seeds})")
+    if cfg.prior == "replay" and cfg.prior_loss == "forward":
+        raise ConfigError(
+            "--prior-loss applies only to --prior learned (the replay prior is not fitted)"
+        )
+    if cfg.prior_loss == "forward" and cfg.policy.distribution == "tanh-gaussian":
+        raise ConfigError(
+            "--prior-loss forward needs --policy.distribution clipped-gaussian: the forward KL from the"
+            " planner's Gaussian (mass at the action bounds) to a tanh-squashed prior has no usable estimate"
+        )
+    if lam == "auto" and not cfg.loss.kl_target > 0:
+        raise ConfigError(
+            f"--loss.kl-target must be > 0 with --lam auto (got {cfg.loss.kl_target})"
+        )
+    if not 0 < p.num_elites <= p.num_samples or not 0 <= p.num_pi_trajs <= p.num_samples:
+        raise ConfigError(
+            "planner needs 0 < num_elites <= num_samples and 0 <= num_pi_trajs <= num_samples "
+            f"(got elites {p.num_elites}, pi trajectories {p.num_pi_trajs}, samples {p.num_samples})"
+        )
+    if spec.episode_length <= p.horizon:
+        raise ConfigError(
+            f"episodes of {spec.name} ({spec.episode_length} steps) are not longer than the horizon {p.horizon}"
+        )
+    seed_steps = cfg.resolved_seed_steps(spec.episode_length)
+    if seed_steps <= p.horizon + 1:
+        raise ConfigError(
+            f"--seed-steps must exceed horizon + 1 = {p.horizon + 1} (got {seed_steps})"
+        )
+    if cfg.steps < seed_steps:
+        raise ConfigError(f"--steps ({cfg.steps}) must be at least --seed-steps ({seed_steps})")
+    for name in ("eval_every", "chunk_steps", "eval_episodes"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    if cfg.checkpoint_every is not None and cfg.checkpoint_every < 1:
+        raise ConfigError("--checkpoint-every must be >= 1")
+    if cfg.buffer.reanalyze_batch > cfg.buffer.batch_size:
+        raise ConfigError("--buffer.reanalyze-batch must not exceed --buffer.batch-size")
+    model = cfg.model.resolve(cfg.model_size)
+    if model.latent_dim % model.simnorm_dim:
+        raise ConfigError(
+            f"--model.latent-dim ({model.latent_dim}) must be a multiple of --model.simnorm-dim ({model.simnorm_dim})"
+        )

@@ -10,14 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pompc_eqx.tracking import (
-    AimTracker,
-    CsvLog,
-    CsvLogError,
-    ProgressBar,
-    format_cell,
-    format_eval_returns,
-)
+from pompc_eqx.console import ProgressBar, format_eval_returns
+from pompc_eqx.tracking import AimTracker, CsvLog, CsvLogError, format_cell
 
 
 COLUMNS = ("agent_step", "seed", "return", "note")
