@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import tyro
 
 from .checkpoint import CheckpointError
-from .compiling import compiles_in_flight, use_compile_cache
+from .compiling import tasks_in_flight, use_compile_cache
 from .config import PRESETS, ConfigError, TrainConfig, config_from_dict
 from .envs.errors import MissingDependencyError, UnknownTaskError
 from .experiment import NonFiniteError, run
@@ -100,8 +100,8 @@ def main(args: Sequence[str]) -> int:
     except Interrupted as err:
         print(err, file=sys.stderr)
         code = err.exit_code
-    if compiles_in_flight():
-        # An abandoned XLA compile must not delay (or crash) the interpreter's shutdown.
+    if tasks_in_flight():
+        # An abandoned compile or call must not delay (or crash) the interpreter's shutdown.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

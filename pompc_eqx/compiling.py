@@ -14,6 +14,7 @@ import jax
 _CACHE_HITS = "/jax/compilation_cache/cache_hits"
 _hits = 0
 _hits_lock = threading.Lock()
+_THREAD_PREFIX = "pompc-eqx: "
 
 
 def _count_hits(event: str, **kwargs: Any) -> None:
@@ -51,32 +52,28 @@ def use_compile_cache(directory: str | None) -> pathlib.Path | None:
     return path
 
 
-class Compilation:
-    """Compiles `lowered` in a daemon thread; `result()` gives the compiled function.
+class Background:
+    """Runs `fn()` in a daemon thread, so that the main thread stays free to handle signals
+    and refresh the display while XLA compiles or a compiled call runs.
 
-    Tracing/lowering happens before (in the caller's thread: it reads the arguments); XLA's
-    compile, the slow part, runs here, so the main thread can keep handling signals. An
-    abandoned compile does not keep the process alive.
+    An abandoned task does not keep the process alive (see `tasks_in_flight`).
     """
 
-    def __init__(self, label: str, lowered: Any):
+    def __init__(self, label: str, fn: Callable[[], Any]):
         self.label = label
         self.started = time.perf_counter()
         self.seconds: float | None = None
-        self.from_cache = False
-        self._compiled: Callable | None = None
+        self._result: Any = None
         self._error: BaseException | None = None
         self._done = threading.Event()
-        name = f"compile {label}"
-        threading.Thread(target=self._compile, args=(lowered,), name=name, daemon=True).start()
+        name = f"{_THREAD_PREFIX}{label}"
+        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
 
-    def _compile(self, lowered: Any) -> None:
-        before = _hits
+    def _run(self, fn: Callable[[], Any]) -> None:
         try:
-            self._compiled = lowered.compile()
+            self._result = fn()
         except BaseException as err:  # re-raised in the caller's thread by `result`
             self._error = err
-        self.from_cache = _hits > before
         self.seconds = time.perf_counter() - self.started
         self._done.set()
 
@@ -84,18 +81,35 @@ class Compilation:
         return self._done.is_set()
 
     def wait(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds; whether the compile is done."""
+        """Wait up to `timeout` seconds; whether the task is done."""
         return self._done.wait(timeout)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def result(self) -> Callable:
+    def result(self) -> Any:
         self._done.wait()
         if self._error is not None:
             raise self._error
-        assert self._compiled is not None
-        return self._compiled
+        return self._result
+
+
+class Compilation(Background):
+    """Compiles `lowered` in the background; `result()` gives the compiled function.
+
+    Tracing/lowering happens before, in the caller's thread (it reads the arguments); XLA's
+    compile, the slow part, runs here.
+    """
+
+    def __init__(self, label: str, lowered: Any):
+        self.from_cache = False
+        super().__init__(label, lambda: self._compile(lowered))
+
+    def _compile(self, lowered: Any) -> Callable:
+        before = _hits
+        compiled = lowered.compile()
+        self.from_cache = _hits > before
+        return compiled
 
     def report(self) -> str:
         """`compiled in N s` or `loaded from the compile cache in N s`."""
@@ -103,9 +117,9 @@ class Compilation:
         return f"{self.label}: {how} in {self.seconds:.1f} s"
 
 
-def compiles_in_flight() -> bool:
-    """Whether a compile thread is still running (the process then ends with `os._exit`)."""
-    return any(t.is_alive() and t.name.startswith("compile ") for t in threading.enumerate())
+def tasks_in_flight() -> bool:
+    """Whether a background task still runs (the process then ends with `os._exit`)."""
+    return any(t.is_alive() and t.name.startswith(_THREAD_PREFIX) for t in threading.enumerate())
 
 
 def _largest_divisor(n: int, at_most: int | float) -> int:
@@ -139,6 +153,7 @@ class ChunkPlan:
         self.base = _largest_divisor(window, first_steps)
         self.ready: dict[int, Callable] = {}
         self.pending: tuple[int, Compilation] | None = None
+        self._called: set[int] = set()
 
     def next_call(self, step: int, boundary: int, state: Any) -> tuple[int, Compilation | None]:
         """The length of the next call from `step` (never past `boundary`), and the compile to
@@ -154,7 +169,13 @@ class ChunkPlan:
         return length, self._compile_chunk(length, state)
 
     def measured(self, num_steps: int, seconds: float, state: Any) -> None:
-        """Record a call's wall time; may start compiling a longer chunk for `state`."""
+        """Record a call's wall time; may start compiling a longer chunk for `state`.
+
+        The first call of each length is not used: it pays for loading the executable.
+        """
+        if num_steps not in self._called:
+            self._called.add(num_steps)
+            return
         if self.pending is not None or seconds <= 0:
             return
         longest = _largest_divisor(self._window, self._target * num_steps / seconds)

@@ -155,8 +155,8 @@ class ConsoleLogger(AbstractLogger):
             self.bar.update(step)
 
     def status(self, text: str | None) -> None:
-        """Show a phase such as `compiling … 12 s` on the bar (no-op without a bar)."""
-        if self.bar is not None:
+        """Show a phase such as `compiling … 12 s` on a terminal's bar (else a no-op)."""
+        if self.bar is not None and self.bar.tty:
             self.bar.set_status(text)
 
     def compiling(self, label: str, seconds: float) -> None:

@@ -7,7 +7,7 @@ No host<->device copies happen inside a chunk except the host-simulator callback
 """
 
 import dataclasses
-import math
+import json
 import pathlib
 import sys
 import time
@@ -20,8 +20,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .buffer import buffer_bytes, default_capacity
-from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from .compiling import ChunkPlan, Compilation
+from .checkpoint import CheckpointError, load_checkpoint
+from .compiling import Compilation
 from .config import (  # ConfigError, validate and config_dict are re-exported for older imports
     AgentConfig,
     ConfigError as ConfigError,
@@ -31,6 +31,7 @@ from .config import (  # ConfigError, validate and config_dict are re-exported f
     validate as validate,
 )
 from .console import ConsoleLogger, final_report
+from .driver import train_loop
 from .envs.registry import make_env, task_spec
 from .files import plain, write_json
 from .loggers import AimLogger, CsvLogger, Loggers
@@ -43,9 +44,9 @@ from .loop import (
     make_train_chunk,
     seed_keys,
 )
-from .metrics import NonFiniteError as NonFiniteError, check_finite as check_finite, window_rows
+from .metrics import NonFiniteError as NonFiniteError, check_finite as check_finite
 from .run_dir import open_run_dir
-from .signals import Interrupted, StopRequest
+from .signals import StopRequest
 from .world_model import count_params
 
 
@@ -64,10 +65,6 @@ RESUMABLE = (
     "experiment",
     "buffer.memory_budget_gb",
 )
-# Compiled calls last about this long at most (interrupts and the progress bar wait for them).
-_TARGET_CALL_SECONDS = 10.0
-# Agent steps of the first compiled call, before the step time is known (a divisor of the window).
-_FIRST_CALL_STEPS = 8
 
 
 class Trainer:
@@ -79,14 +76,16 @@ class Trainer:
       divide `num_seeds`).
     """
 
-    def __init__(self, cfg: TrainConfig, devices: list | None = None):
+    def __init__(self, cfg: TrainConfig, devices: list | None = None, capacity: int | None = None):
         self.cfg = cfg
         self.spec = task_spec(cfg.task)
         validate(cfg, self.spec)
         self.agent_cfg: AgentConfig = cfg.agent_config(
             self.spec.obs_dim, self.spec.action_dim, self.spec.episode_length
         )
-        capacity = cfg.buffer.capacity or default_capacity(cfg.steps, self.spec.episode_length)
+        capacity = (
+            capacity or cfg.buffer.capacity or default_capacity(cfg.steps, self.spec.episode_length)
+        )
         self.schedule = Schedule(
             seed_steps=cfg.resolved_seed_steps(self.spec.episode_length),
             capacity=capacity,
@@ -188,13 +187,6 @@ def _usable_devices(num_seeds: int) -> list:
     return devices[:count]
 
 
-def _window(cfg: TrainConfig) -> int:
-    """The logging window: every evaluation, checkpoint and the end fall on its multiples."""
-    return math.gcd(
-        cfg.chunk_steps, cfg.eval_every, cfg.checkpoint_every or cfg.eval_every, cfg.steps
-    )
-
-
 def _restore(trainer: Trainer, run_dir: pathlib.Path, saved: dict | None) -> tuple[LoopState, int]:
     """The initial state, or the latest checkpoint's state of a resumed run, and its step."""
     state = trainer.init_state()
@@ -219,21 +211,11 @@ def _summary(trainer: Trainer, state: LoopState, run_dir: pathlib.Path) -> str:
     )
 
 
-class _Stopped(Exception):
-    """A signal arrived while the main thread waited for a compile or an evaluation."""
-
-
-def _wait(compilation: Compilation, console: ConsoleLogger, stop: StopRequest) -> Callable:
-    """The compiled function; shows the compile phase; raises `_Stopped` on a signal."""
-    console.compiling(compilation.label, 0.0)
-    while not compilation.wait(1.0):
-        if stop.signum is not None:
-            raise _Stopped
-        console.compiling(compilation.label, compilation.elapsed())
-    console.status(None)
-    fn = compilation.result()
-    console.message(compilation.report())
-    return fn
+def _saved_capacity(run_dir: pathlib.Path) -> int | None:
+    config_file = run_dir / "config.json"
+    if not config_file.exists():
+        return None  # open_run_dir says what is wrong
+    return json.loads(config_file.read_text()).get("buffer_capacity")
 
 
 def run(
@@ -259,7 +241,9 @@ def run(
     - `command`: the command line, recorded in config.json (default: `sys.argv`).
     """
     wall = time.perf_counter()
-    trainer = Trainer(cfg, devices=devices)  # validates before anything is written
+    # A resumed run keeps its replay capacity, which by default depends on --steps.
+    capacity = _saved_capacity(cfg.resume) if cfg.resume is not None else None
+    trainer = Trainer(cfg, devices=devices, capacity=capacity)  # validates first
     run_dir, lock, saved = open_run_dir(cfg, overwrite)
     try:
         now = config_dict(cfg)
@@ -302,102 +286,19 @@ def run(
             loggers.append(aim)
         write_json(run_dir / "config.json", info)
         outputs = Loggers(*loggers)
+        # An evaluation cut short by an interrupt is done when the run continues.
+        missing = bool(start) and start % cfg.eval_every == 0 and not csv_logger.evaluated(start)
         console.message(_summary(trainer, state, run_dir))
         if start:
             console.message(f"resuming at agent step {start} from {run_dir / 'checkpoints'}")
         try:
             with StopRequest() as stop:
-                returns = _train(trainer, state, start, run_dir, outputs, console, stop)
+                returns = train_loop(
+                    trainer, state, start, run_dir, outputs, console, stop, missing
+                )
         finally:
             outputs.close()
     finally:
         lock.close()
     print(final_report(returns, trainer.seeds, time.perf_counter() - wall, run_dir), flush=True)
     return run_dir
-
-
-def _train(
-    trainer: Trainer,
-    state: LoopState,
-    start: int,
-    run_dir: pathlib.Path,
-    outputs: Loggers,
-    console: ConsoleLogger,
-    stop: StopRequest,
-) -> np.ndarray | None:
-    """The loop over compiled calls; returns the last evaluation's returns (seed, episode)."""
-    cfg, seeds, ckpt_dir = trainer.cfg, trainer.seeds, run_dir / "checkpoints"
-    window = _window(cfg)
-    plan = ChunkPlan(trainer.compile_chunk, window, _FIRST_CALL_STEPS, _TARGET_CALL_SECONDS)
-    evaluate: Callable | None = None
-    returns = None
-    saved_step = start if start else None
-    pieces: list[dict[str, np.ndarray]] = []
-    seconds = 0.0
-    step = start
-
-    def save() -> None:
-        nonlocal saved_step
-        save_checkpoint(
-            ckpt_dir,
-            step,
-            state,
-            metadata={"config": config_dict(cfg), "step": step},
-            host_state=trainer.env.save_host_state(),
-        )
-        saved_step = step
-
-    try:
-        while step < cfg.steps and stop.signum is None:
-            boundary = min((step // window + 1) * window, cfg.steps)
-            length, compilation = plan.next_call(step, boundary, state)
-            if compilation is not None:
-                plan.ready[length] = _wait(compilation, console, stop)
-                continue
-            if step < trainer.schedule.seed_steps <= step + length:
-                console.message(f"pretraining: {trainer.schedule.seed_steps} updates")
-            tick = time.perf_counter()
-            state, metrics, finite = plan.ready[length](state)
-            metrics = jax.device_get(metrics)
-            elapsed = time.perf_counter() - tick
-            check_finite(metrics, step, seeds)
-            finite = np.asarray(finite)
-            if not finite.all():
-                raise NonFiniteError(
-                    f"non-finite parameters for seed {seeds[int(np.argmin(finite))]} between "
-                    f"agent steps {step} and {step + length}"
-                )
-            step += length
-            pieces.append(metrics)
-            seconds += elapsed
-            console.advance(step)
-            plan.measured(length, elapsed, state)
-            if step < boundary:
-                continue
-            window_metrics = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
-            env_step = step * trainer.spec.action_repeat
-            outputs.log_train(window_rows(window_metrics, step, env_step, seeds, seconds), step)
-            pieces, seconds = [], 0.0
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                if evaluate is None:
-                    evaluate = _wait(trainer.compile_evaluate(state), console, stop)
-                returns = trainer.evaluate(state, evaluate)
-                outputs.log_eval(returns, step)
-            if step % (cfg.checkpoint_every or cfg.eval_every) == 0 or step == cfg.steps:
-                save()
-    except _Stopped:
-        pass
-    except NonFiniteError as err:
-        last = latest_checkpoint(ckpt_dir)
-        raise NonFiniteError(
-            f"{err}; stopping. The last good checkpoint is {last or 'none (no checkpoint yet)'}"
-        ) from None
-    if stop.signum is not None:
-        if saved_step != step:
-            save()
-        raise Interrupted(
-            f"interrupted at agent step {step}; continue with: "
-            f"python scripts/train.py --resume {run_dir}",
-            stop.signum,
-        )
-    return returns

@@ -54,6 +54,10 @@ class CsvLogger(AbstractLogger):
         self._eval.drop_after("agent_step", start)
         self._train: CsvLog | None = None
 
+    def evaluated(self, step: int) -> bool:
+        """Whether eval.csv has the evaluation of agent step `step`."""
+        return any(row["agent_step"] == str(step) for row in self._eval.rows)
+
     def log_train(self, rows: list[dict[str, Any]], step: int) -> None:
         if self._train is None:
             # The columns depend on the preset's metrics: known once the first rows exist.
