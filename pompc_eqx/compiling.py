@@ -154,6 +154,7 @@ class ChunkPlan:
         self.ready: dict[int, Callable] = {}
         self.pending: tuple[int, Compilation] | None = None
         self._called: set[int] = set()
+        self._too_long: set[int] = set()
 
     def next_call(self, step: int, boundary: int, state: Any) -> tuple[int, Compilation | None]:
         """The length of the next call from `step` (never past `boundary`), and the compile to
@@ -169,15 +170,20 @@ class ChunkPlan:
         return length, self._compile_chunk(length, state)
 
     def measured(self, num_steps: int, seconds: float, state: Any) -> None:
-        """Record a call's wall time; may start compiling a longer chunk for `state`.
+        """Record the wall time of a call with updates; may start compiling a chunk length
+        that fits `target_seconds` better (for arguments like `state`).
 
-        The first call of each length is not used: it pays for loading the executable.
+        The first call of each length is not used (it pays for loading the executable). A
+        length whose calls take over twice the target is dropped for shorter calls.
         """
         if num_steps not in self._called:
             self._called.add(num_steps)
             return
+        if seconds > 2 * self._target and num_steps != self.base:
+            del self.ready[num_steps]
+            self._too_long.add(num_steps)
         if self.pending is not None or seconds <= 0:
             return
         longest = _largest_divisor(self._window, self._target * num_steps / seconds)
-        if longest >= 4 * max(self.ready) and longest not in self.ready:
+        if longest >= 4 * max(self.ready) and longest not in self._too_long | set(self.ready):
             self.pending = (longest, self._compile_chunk(longest, state))

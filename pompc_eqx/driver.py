@@ -158,7 +158,8 @@ def train_loop(
             pieces.append(metrics)
             seconds += elapsed
             console.advance(step)
-            plan.measured(length, elapsed, state)
+            if step - length > trainer.schedule.seed_steps:  # random steps are much faster
+                plan.measured(length, elapsed, state)
             if step < boundary:
                 continue
             window_metrics = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}

@@ -20,6 +20,7 @@ from test_training import CHUNK, SMALL_FLAGS, small
 
 from pompc_eqx import cli, driver
 from pompc_eqx.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pompc_eqx.compiling import ChunkPlan, Compilation
 from pompc_eqx.config import ConfigError
 from pompc_eqx.experiment import Trainer, run
 from pompc_eqx.run_dir import lock
@@ -308,3 +309,39 @@ def test_sigkill_while_saving_keeps_the_previous_checkpoint(tmp_path):
     assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
     save_checkpoint(tmp_path, 3, {"x": np.zeros(4, np.float32)}, metadata={})
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()), "stale temporary kept"
+
+
+class _Lowered:
+    def compile(self):
+        return lambda state: state
+
+
+def test_call_lengths_follow_the_measured_step_time():
+    compiled = []
+
+    def compile_chunk(num_steps, state):
+        compiled.append(num_steps)
+        return Compilation(f"chunk of {num_steps}", _Lowered())
+
+    plan = ChunkPlan(compile_chunk, window=1000, first_steps=8, target_seconds=10.0)
+    length, compilation = plan.next_call(0, 1000, None)
+    assert (length, compiled) == (8, [8])
+    plan.ready[8] = compilation.result()
+    assert plan.next_call(8, 1000, None) == (8, None)
+    plan.measured(8, 5.0, None)  # the first call of a length is not used
+    assert plan.pending is None
+    plan.measured(8, 0.08, None)  # 10 ms per step: 1000 steps fit in 10 s
+    length, compilation = plan.pending
+    compilation.wait(30.0)
+    assert plan.next_call(16, 1000, None)[0] == 1000
+    plan.ready[1000] = compilation.result()
+    assert plan.next_call(16, 1000, None) == (8, None), "calls stay aligned to their length"
+    assert plan.next_call(1000, 2000, None) == (1000, None)
+    plan.measured(1000, 10.0, None)
+    plan.measured(1000, 25.0, None)  # slower than thought: back to short calls, then 250
+    assert 1000 not in plan.ready and plan.pending[0] == 250
+    plan.pending[1].wait(30.0)
+    length, compilation = plan.next_call(2000, 3000, None)
+    plan.ready[length] = compilation.result()
+    assert plan.next_call(2000, 3000, None) == (250, None)
+    assert plan.next_call(13, 1000, None)[0] == 3, "a step off the grid realigns once"
