@@ -60,6 +60,10 @@ def _wait(
     return task.result()
 
 
+def _run_call(fn: Callable, state: LoopState) -> Any:
+    return jax.block_until_ready(fn(state))
+
+
 def _compiled(compilation: Compilation, console: ConsoleLogger, stop: StopRequest) -> Callable:
     """The compiled function, with the compile phase on the console."""
     fn = _wait(compilation, stop, show=lambda t: console.compiling(compilation.label, t))
@@ -139,9 +143,9 @@ def train_loop(
                 continue
             if step < trainer.schedule.seed_steps <= step + length:
                 console.message(f"pretraining: {trainer.schedule.seed_steps} updates")
-            call = Background(
-                f"steps {step}..{step + length}", functools.partial(plan.ready[length], state)
-            )
+            # Blocking in the thread: dispatch is asynchronous, and the wait must be interruptible.
+            fn = functools.partial(_run_call, plan.ready[length], state)
+            call = Background(f"steps {step}..{step + length}", fn)
             lost = True  # the call consumes (donates) the state
             state, metrics, finite = _wait(call, stop, grace=_GRACE_SECONDS)
             lost = False
@@ -158,7 +162,8 @@ def train_loop(
             pieces.append(metrics)
             seconds += elapsed
             console.advance(step)
-            if step - length > trainer.schedule.seed_steps:  # random steps are much faster
+            # Random steps are much faster than steps with updates; after a signal, compile nothing.
+            if step - length > trainer.schedule.seed_steps and stop.signum is None:
                 plan.measured(length, elapsed, state)
             if step < boundary:
                 continue
