@@ -165,8 +165,11 @@ class ChunkPlan:
         fits = [n for n in self.ready if step % n == 0 and step + n <= boundary]
         if fits:
             return max(fits), None
-        # Off the grid only after a resume whose window changed: realign once.
+        # Off the grid only after a resume whose window changed (or a smaller base): realign.
         length = self.base - step % self.base if step % self.base else self.base
+        if self.pending is not None and self.pending[0] == length:
+            needed, self.pending = self.pending, None
+            return needed
         return length, self._compile_chunk(length, state)
 
     def measured(self, num_steps: int, seconds: float, state: Any) -> None:
@@ -174,16 +177,21 @@ class ChunkPlan:
         that fits `target_seconds` better (for arguments like `state`).
 
         The first call of each length is not used (it pays for loading the executable). A
-        length whose calls take over twice the target is dropped for shorter calls.
+        length whose calls take over twice the target is dropped for shorter calls (down to
+        one agent step).
         """
         if num_steps not in self._called:
             self._called.add(num_steps)
             return
-        if seconds > 2 * self._target and num_steps != self.base:
-            del self.ready[num_steps]
-            self._too_long.add(num_steps)
         if self.pending is not None or seconds <= 0:
             return
+        if seconds > 2 * self._target and num_steps > 1:
+            del self.ready[num_steps]
+            self._too_long.add(num_steps)
+            if num_steps == self.base:  # even the first length is too long: a shorter one
+                self.base = _largest_divisor(self.base, self._target * num_steps / seconds)
+                self.pending = (self.base, self._compile_chunk(self.base, state))
+                return
         longest = _largest_divisor(self._window, self._target * num_steps / seconds)
         if longest >= 4 * max(self.ready) and longest not in self._too_long | set(self.ready):
             self.pending = (longest, self._compile_chunk(longest, state))

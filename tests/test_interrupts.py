@@ -345,3 +345,11 @@ def test_call_lengths_follow_the_measured_step_time():
     plan.ready[length] = compilation.result()
     assert plan.next_call(2000, 3000, None) == (250, None)
     assert plan.next_call(13, 1000, None)[0] == 3, "a step off the grid realigns once"
+
+    slow = ChunkPlan(compile_chunk, window=16, first_steps=8, target_seconds=10.0)
+    slow.ready[8] = slow.next_call(0, 16, None)[1].result()
+    slow.measured(8, 1.0, None)
+    slow.measured(8, 40.0, None)  # 5 s per step: the first length itself is too long
+    assert 8 not in slow.ready and slow.base == 2
+    slow.pending[1].wait(30.0)
+    assert slow.next_call(8, 16, None)[0] == 2
