@@ -66,13 +66,23 @@ def _saved_config(run_dir: pathlib.Path) -> TrainConfig:
     return config_from_dict(json.loads(config_file.read_text())["config"])
 
 
+def _resume_dir(args: list[str]) -> pathlib.Path | None:
+    for i, arg in enumerate(args):
+        if arg.startswith("--resume="):
+            return pathlib.Path(arg.split("=", 1)[1])
+        if arg == "--resume" and i + 1 < len(args):
+            return pathlib.Path(args[i + 1])
+    return None
+
+
 def parse(args: Sequence[str]) -> TrainConfig:
     """`PRESET [OPTIONS]` -> the preset's `TrainConfig` with the options applied;
     `--resume RUN_DIR [OPTIONS]` -> the saved configuration of RUN_DIR with the options applied.
     """
     args = list(args)
-    if args and args[0] == "--resume" and len(args) > 1:
-        saved = _saved_config(pathlib.Path(args[1]))
+    resume = _resume_dir(args)
+    if resume is not None and args[0] not in PRESETS:
+        saved = _saved_config(resume)
         return tyro.cli(TrainConfig, default=saved, args=args, prog="scripts/train.py")
     return tyro.extras.overridable_config_cli(PRESETS, args=args, prog="scripts/train.py")
 

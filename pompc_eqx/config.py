@@ -343,47 +343,36 @@ def config_dict(cfg: TrainConfig) -> dict:
 
 
 def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(config, dict) and config:
-        out = {}
-        for k, v in config.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: config}
-
-
-def _ignored(key: str, ignore_keys: Collection[str]) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in ignore_keys)
+    if not (isinstance(config, dict) and config):
+        return {prefix[:-1]: config}
+    return {
+        k: v for key, sub in config.items() for k, v in _flatten(sub, f"{prefix}{key}.").items()
+    }
 
 
 _ABSENT = object()
 
 
-def _show(value: Any) -> str:
-    return "<absent>" if value is _ABSENT else json.dumps(value)
+def _show(flat: dict[str, Any], key: str) -> str:
+    return json.dumps(flat[key]) if key in flat else "<absent>"
 
 
 def config_differences(
     saved: Mapping[str, Any], now: Mapping[str, Any], ignore_keys: Collection[str] = ()
 ) -> list[str]:
-    """Lines `a.b.c: saved X, now Y` for every differing (dotted) key of two nested dicts.
-
-    Both sides are compared after a JSON round trip, so tuples equal lists.
-
-    **Arguments:**
-
-    - `saved`, `now`: nested config dicts.
-    - `ignore_keys`: dotted keys to skip; a key also skips everything below it.
-
-    **Returns:** one line per difference, sorted by key (empty if none).
-    """
-    saved_flat, now_flat = _flatten(plain(saved)), _flatten(plain(now))
-    lines = []
-    for key in sorted(saved_flat.keys() | now_flat.keys()):
-        a, b = saved_flat.get(key, _ABSENT), now_flat.get(key, _ABSENT)
-        # Compare values and their JSON text: 1 == 1.0 stays equal, and so does NaN == NaN.
-        if a != b and _show(a) != _show(b) and not _ignored(key, ignore_keys):
-            lines.append(f"{key}: saved {_show(a)}, now {_show(b)}")
-    return lines
+    """Lines `a.b.c: saved X, now Y` for every differing dotted key of two nested dicts,
+    sorted by key; compared after a JSON round trip (tuples equal lists). A key in
+    `ignore_keys` also skips everything below it."""
+    old, new = _flatten(plain(saved)), _flatten(plain(now))
+    ignored = lambda key: any(key == k or key.startswith(k + ".") for k in ignore_keys)
+    # Compare the JSON texts too: 1 == 1.0 stays equal, and so does NaN == NaN.
+    return [
+        f"{key}: saved {_show(old, key)}, now {_show(new, key)}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, _ABSENT) != new.get(key, _ABSENT)
+        and _show(old, key) != _show(new, key)
+        and not ignored(key)
+    ]
 
 
 def validate(cfg: TrainConfig, spec: "EnvSpec") -> None:
