@@ -95,17 +95,22 @@ class Background:
 
 
 class Compilation(Background):
-    """Compiles `lowered` in the background; `result()` gives the compiled function.
+    """Traces (`lower()`) and compiles in the background; `result()` is the compiled function.
 
-    Tracing/lowering happens before, in the caller's thread (it reads the arguments); XLA's
-    compile, the slow part, runs here.
+    With `trace_here`, tracing runs in the caller's thread: needed when the caller goes on
+    using (and donating) the arguments that `lower` reads. XLA's compile, the slow part,
+    always runs in the background.
     """
 
-    def __init__(self, label: str, lowered: Any):
+    def __init__(self, label: str, lower: Callable[[], Any], trace_here: bool = False):
         self.from_cache = False
-        super().__init__(label, lambda: self._compile(lowered))
+        if trace_here:
+            lowered = lower()
+            lower = lambda: lowered
+        super().__init__(label, lambda: self._compile(lower))
 
-    def _compile(self, lowered: Any) -> Callable:
+    def _compile(self, lower: Callable[[], Any]) -> Callable:
+        lowered = lower()
         before = _hits
         compiled = lowered.compile()
         self.from_cache = _hits > before
@@ -142,7 +147,8 @@ class ChunkPlan:
     ):
         """**Arguments:**
 
-        - `compile_chunk`: `(num_steps, state) -> Compilation`.
+        - `compile_chunk`: `(num_steps, state, trace_here) -> Compilation`; `trace_here` is
+            true for a compile that runs while the caller goes on with `state`.
         - `window`: the logging window in agent steps.
         - `first_steps`: upper bound of the first call's length.
         - `target_seconds`: upper bound of a call's wall time, once measured.
@@ -170,7 +176,7 @@ class ChunkPlan:
         if self.pending is not None and self.pending[0] == length:
             needed, self.pending = self.pending, None
             return needed
-        return length, self._compile_chunk(length, state)
+        return length, self._compile_chunk(length, state, False)
 
     def measured(self, num_steps: int, seconds: float, state: Any) -> None:
         """Record the wall time of a call with updates; may start compiling a chunk length
@@ -190,8 +196,8 @@ class ChunkPlan:
             self._too_long.add(num_steps)
             if num_steps == self.base:  # even the first length is too long: a shorter one
                 self.base = _largest_divisor(self.base, self._target * num_steps / seconds)
-                self.pending = (self.base, self._compile_chunk(self.base, state))
+                self.pending = (self.base, self._compile_chunk(self.base, state, True))
                 return
         longest = _largest_divisor(self._window, self._target * num_steps / seconds)
         if longest >= 4 * max(self.ready) and longest not in self._too_long | set(self.ready):
-            self.pending = (longest, self._compile_chunk(longest, state))
+            self.pending = (longest, self._compile_chunk(longest, state, True))

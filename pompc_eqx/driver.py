@@ -97,9 +97,9 @@ def train_loop(
     cfg, seeds, ckpt_dir = trainer.cfg, trainer.seeds, run_dir / "checkpoints"
     window = _window(cfg)
 
-    def compile_chunk(num_steps: int, state: LoopState) -> Compilation:
-        console.compiling(f"chunk of {num_steps} agent steps", 0.0)  # before tracing starts
-        return trainer.compile_chunk(num_steps, state)
+    def compile_chunk(num_steps: int, state: LoopState, trace_here: bool) -> Compilation:
+        console.compiling(f"chunk of {num_steps} agent steps", 0.0)
+        return trainer.compile_chunk(num_steps, state, trace_here)
 
     plan = ChunkPlan(compile_chunk, window, _FIRST_CALL_STEPS, _TARGET_CALL_SECONDS)
     evaluate_fn: Callable | None = None

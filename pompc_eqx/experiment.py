@@ -155,15 +155,16 @@ class Trainer:
         """How many times the chunk of `num_steps` steps has been traced (compiled)."""
         return eqx.debug.get_num_traces(self._chunks[num_steps][1])
 
-    def compile_chunk(self, num_steps: int, state: LoopState) -> Compilation:
-        """Trace the chunk of `num_steps` steps for `state` here; compile it in the background."""
-        lowered = self.chunk_fn(num_steps).lower(state)
-        return Compilation(f"chunk of {num_steps} agent steps", lowered)
+    def compile_chunk(self, num_steps: int, state: LoopState, trace_here: bool) -> Compilation:
+        """Compile the chunk of `num_steps` steps for arguments like `state` in the background
+        (see `Compilation`; `trace_here` when the caller goes on using `state`)."""
+        lower = lambda: self.chunk_fn(num_steps).lower(state)
+        return Compilation(f"chunk of {num_steps} agent steps", lower, trace_here)
 
     def compile_evaluate(self, state: LoopState) -> Compilation:
-        """Trace the evaluation for `state` here; compile it in the background."""
-        lowered = self._evaluate.lower(state.seeds.agent, self._eval_keys(0))
-        return Compilation("evaluation", lowered)
+        """Compile the evaluation for `state` in the background (see `Compilation`)."""
+        lower = lambda: self._evaluate.lower(state.seeds.agent, self._eval_keys(0))
+        return Compilation("evaluation", lower)
 
     def _eval_keys(self, step: int) -> jax.Array:
         return jax.vmap(lambda k: jr.fold_in(jr.fold_in(k, 3), step))(self.keys)

@@ -319,9 +319,9 @@ class _Lowered:
 def test_call_lengths_follow_the_measured_step_time():
     compiled = []
 
-    def compile_chunk(num_steps, state):
+    def compile_chunk(num_steps, state, trace_here):
         compiled.append(num_steps)
-        return Compilation(f"chunk of {num_steps}", _Lowered())
+        return Compilation(f"chunk of {num_steps}", _Lowered, trace_here)
 
     plan = ChunkPlan(compile_chunk, window=1000, first_steps=8, target_seconds=10.0)
     length, compilation = plan.next_call(0, 1000, None)
