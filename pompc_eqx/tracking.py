@@ -209,11 +209,11 @@ def index_aim_run(repo: str | os.PathLike, run_hash: str) -> bool:
 
 
 class AimTracker:
-    """One Aim run per invocation of the training script, with one curve per seed.
+    """One Aim run, with one curve per seed it is given (`loggers.AimLogger` keeps one run
+    per seed of a training command).
 
     System-metric tracking and terminal-log capture are off (speed; no threads are left
-    after `close`). Values are tracked with `context={"seed": s, ...}`, so the Aim UI
-    overlays or groups seeds.
+    after `close`). Values are tracked with `context={"seed": s, ...}`.
     """
 
     run_hash: str
