@@ -15,7 +15,7 @@ if os.environ.get("POMPC_TYPECHECK") == "1":
 
 from .agent import AgentState as AgentState, act as act, init_agent as init_agent, update as update
 from .buffer import Batch as Batch, ReplayBuffer as ReplayBuffer, Transition as Transition
-from .config import PRESETS as PRESETS, AgentConfig as AgentConfig, TrainConfig as TrainConfig
+from .config import AgentConfig as AgentConfig, TrainConfig as TrainConfig
 from .envs.registry import make_env as make_env, task_spec as task_spec
 from .experiment import Trainer as Trainer, run as run
 from .loop import make_evaluate as make_evaluate, make_train_chunk as make_train_chunk
@@ -26,6 +26,7 @@ from .objectives import (
     MaxQ as MaxQ,
 )
 from .planner import plan as plan, reanalyze as reanalyze
+from .presets import PRESETS as PRESETS
 from .priors import (
     PRIORS as PRIORS,
     AbstractPrior as AbstractPrior,

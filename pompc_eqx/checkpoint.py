@@ -12,15 +12,9 @@ one entry per array leaf: tree path (`jax.tree_util.keystr`), shape, dtype, and 
 C-order little-endian bytes sit in the payload (64-byte aligned). Typed PRNG keys are stored
 as their `jax.random.key_data` plus the key implementation name. `host_state` (simulator
 bytes) follows the arrays in the payload.
-
-Why a custom single file rather than `.npz` or `eqx.tree_serialise_leaves`: one file makes
-atomicity a single `os.replace`; one trailing sha256 covers header and payload, so a flipped
-byte or a truncated file is always reported as corruption (never as a confusing shape
-error); and the JSON structure description lets a mismatch be reported by tree path before
-any array is read.
+Why this format rather than `.npz`: see docs/design.md ("Checkpoints").
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,8 +23,7 @@ import os
 import pathlib
 import platform
 import re
-import secrets
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from typing import IO, Any
 
 import equinox as eqx
@@ -39,24 +32,22 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
+from .config import config_differences
+
+# atomic_write and to_json are re-exported: other modules import them from here.
+from .files import atomic_write as atomic_write, remove_stale_temps, to_json as to_json
+
 
 FORMAT_VERSION = 1
 MAGIC = b"POMPC-EQX-CKPT\x00\x01"
 _ALIGN = 64
 _DIGEST_SIZE = 32
 _NAME_RE = re.compile(r"^step_(\d+)\.ckpt$")
-_TEMP_RE = re.compile(r"^\.step_\d+\.ckpt\.(\d+)\.[0-9a-f]+\.tmp$")
-_RESUME_HINT = (
-    "`--resume` expects a run directory produced by `scripts/train.py` (or one of its "
-    "step_*.ckpt files)."
-)
+_RESUME_HINT = "`--resume` expects a run directory of `scripts/train.py` (or a step_*.ckpt file)."
 
 
 class CheckpointError(Exception):
-    """A checkpoint is missing, corrupt, or does not fit the current run.
-
-    The message says which file, what is wrong and what to do about it.
-    """
+    """A checkpoint is missing, corrupt, or does not fit the run; one line: file, fault, fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,65 +63,6 @@ class _LeafSpec:
 def checkpoint_name(step: int) -> str:
     """The file name of the checkpoint of `step` (zero-padded, so names sort by step)."""
     return f"step_{step:012d}.ckpt"
-
-
-def _fsync_dir(directory: pathlib.Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Write a file so that readers see either the old or the complete new contents.
-
-    Writes to a temporary file in the same directory, then flush + fsync, `os.replace` onto
-    `path`, and fsync of the directory. If the body raises (or the process dies), `path`
-    is untouched and the temporary file is removed (or left under a hidden `.<name>.*.tmp`
-    name, never under `path`).
-
-    **Arguments:**
-
-    - `path`: the final file name.
-    - `mode`: `"wb"` (binary) or `"w"` (text, UTF-8, `newline=""` as the `csv` module wants).
-
-    **Returns:** a context manager yielding the open temporary file.
-    """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
-    path = pathlib.Path(path)
-    # pid in the name lets a later save recognise temporaries left by a dead process.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    text_kwargs = {} if mode == "wb" else {"encoding": "utf-8", "newline": ""}
-    try:
-        # "x" (not mkstemp) so the file gets the usual umask permissions, not 0600.
-        with open(tmp, mode.replace("w", "x"), **text_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable: {obj!r}")
-
-
-def to_json(obj: Any) -> str:
-    """Encode metadata/config as JSON (numpy scalars and paths allowed; tuples -> lists)."""
-    return json.dumps(obj, default=_json_default, sort_keys=True)
 
 
 def _is_key(x: Any) -> bool:
@@ -179,24 +111,18 @@ def _align(n: int) -> int:
 
 
 def _versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "equinox": eqx.__version__,
-        "numpy": np.__version__,
-    }
+    modules = {"jax": jax, "equinox": eqx, "numpy": np}
+    return {"python": platform.python_version()} | {k: m.__version__ for k, m in modules.items()}
 
 
-def _write_checkpoint(
-    f: IO, header: dict, hosts: list[np.ndarray], host_state: bytes | None
-) -> None:
+def _write_checkpoint(f: IO, header: dict, hosts: list[np.ndarray], host_state: bytes | None):
     digest = hashlib.sha256()
 
     def put(data: Any) -> None:
         f.write(data)
         digest.update(data)
 
-    header_bytes = json.dumps(header, default=_json_default).encode()
+    header_bytes = to_json(header).encode()
     start = len(MAGIC) + 8 + len(header_bytes)
     put(MAGIC + len(header_bytes).to_bytes(8, "little") + header_bytes)
     put(bytes(_align(start) - start))
@@ -226,25 +152,6 @@ def _checkpoints(directory: pathlib.Path) -> list[tuple[int, pathlib.Path]]:
         return []
     found = ((_NAME_RE.match(p.name), p) for p in directory.iterdir())
     return sorted((int(m.group(1)), p) for m, p in found if m and p.is_file())
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_temps(directory: pathlib.Path) -> None:
-    # A killed save leaves a hidden temporary (possibly GBs); only remove those whose
-    # writer is gone, so a concurrent writer's file is never pulled from under it.
-    for p in directory.iterdir():
-        m = _TEMP_RE.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
-            p.unlink(missing_ok=True)
 
 
 def _prune(directory: pathlib.Path, new_step: int, keep: int) -> None:
@@ -302,7 +209,7 @@ def save_checkpoint(
         "leaves": entries,
         "host_state": host_entry,
     }
-    _remove_stale_temps(directory)
+    remove_stale_temps(directory)
     path = directory / checkpoint_name(step)
     with atomic_write(path, "wb") as f:
         _write_checkpoint(f, header, list(hosts), host_state)
@@ -311,14 +218,7 @@ def save_checkpoint(
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> pathlib.Path | None:
-    """The checkpoint with the highest step in `directory`, or `None` if there is none.
-
-    **Arguments:**
-
-    - `directory`: a checkpoint directory (need not exist).
-
-    **Returns:** the path of `step_*.ckpt` with the largest step, or `None`.
-    """
+    """The checkpoint with the highest step in `directory` (need not exist), or `None`."""
     found = _checkpoints(pathlib.Path(directory))
     return found[-1][1] if found else None
 
@@ -344,10 +244,8 @@ def _corrupt(path: pathlib.Path, why: str) -> CheckpointError:
         if others
         else "No other checkpoint is in its directory; the run must restart from scratch."
     )
-    return CheckpointError(
-        f"Checkpoint {path} is corrupt or truncated ({why}); it was probably cut short by a "
-        f"crash or damaged on disk. {advice}"
-    )
+    why = f"({why}); it was probably cut short by a crash or damaged on disk"
+    return CheckpointError(f"Checkpoint {path} is corrupt or truncated {why}. {advice}")
 
 
 def _parse_header(path: pathlib.Path, prefix: memoryview | bytes, size: int) -> tuple[dict, int]:
@@ -371,14 +269,7 @@ def _parse_header(path: pathlib.Path, prefix: memoryview | bytes, size: int) -> 
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Read only the header of a checkpoint (cheap: no payload read, no checksum).
-
-    Useful to rebuild the config of a run before making the `like` skeleton;
-    `load_checkpoint` verifies the whole file.
-
-    **Arguments:**
-
-    - `path`: a checkpoint file, or a directory (its latest checkpoint is used).
+    """Read only the header of a checkpoint file or directory (no payload read, no checksum).
 
     **Returns:** the header: `step`, `versions`, `metadata`, `leaves`, `host_state`.
     """
@@ -407,51 +298,6 @@ def _read_verified(path: pathlib.Path) -> tuple[dict, memoryview]:
     return header, view[start:-_DIGEST_SIZE]
 
 
-def _flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(config, dict) and config:
-        out = {}
-        for k, v in config.items():
-            out.update(_flatten_config(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: config}
-
-
-def _ignored(key: str, ignore_keys: Collection[str]) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in ignore_keys)
-
-
-_ABSENT = object()
-
-
-def _show(value: Any) -> str:
-    return "<absent>" if value is _ABSENT else json.dumps(value)
-
-
-def config_differences(
-    saved: Mapping[str, Any], now: Mapping[str, Any], ignore_keys: Collection[str] = ()
-) -> list[str]:
-    """Lines `a.b.c: saved X, now Y` for every differing (dotted) key of two nested dicts.
-
-    Both sides are compared after a JSON round trip, so tuples equal lists.
-
-    **Arguments:**
-
-    - `saved`, `now`: nested config dicts.
-    - `ignore_keys`: dotted keys to skip; a key also skips everything below it.
-
-    **Returns:** one line per difference, sorted by key (empty if none).
-    """
-    saved_flat = _flatten_config(json.loads(to_json(saved)))
-    now_flat = _flatten_config(json.loads(to_json(now)))
-    lines = []
-    for key in sorted(saved_flat.keys() | now_flat.keys()):
-        a, b = saved_flat.get(key, _ABSENT), now_flat.get(key, _ABSENT)
-        # Compare values and their JSON text: 1 == 1.0 stays equal, and so does NaN == NaN.
-        if a != b and _show(a) != _show(b) and not _ignored(key, ignore_keys):
-            lines.append(f"{key}: saved {_show(a)}, now {_show(b)}")
-    return lines
-
-
 def _check_config(
     path: pathlib.Path, metadata: dict, expected: Mapping[str, Any], ignore_keys: Collection[str]
 ) -> None:
@@ -464,10 +310,8 @@ def _check_config(
     if diffs:
         ignored = f" (already ignored: {', '.join(sorted(ignore_keys))})" if ignore_keys else ""
         raise CheckpointError(
-            f"Checkpoint {path} was written with a different config:\n  "
-            + "\n  ".join(diffs)
-            + "\nResume with the settings the run was started with (its config.json), or start "
-            f"a new run directory{ignored}."
+            f"Checkpoint {path} was written with a different config: {'; '.join(diffs)}. Resume "
+            f"with the settings the run was started with, or start a new run directory{ignored}."
         )
 
 

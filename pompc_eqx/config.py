@@ -2,16 +2,23 @@
 
 `TrainConfig` is what `scripts/train.py` parses with tyro. Its nested groups (`model`,
 `policy`, `planner`, `loss`, `optim`, `buffer`) hold every hyperparameter of the method; the
-three presets `tdmpc2`, `bmpc` and `pompc` differ only in the values below (see `PRESETS`).
+presets (`presets.PRESETS`) differ only in these values.
 Pure functions receive the sub-config they need as a static (hashable) argument.
 """
 
 import dataclasses
-import math
+import json
 import pathlib
-from typing import Annotated, Literal
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import tyro
+
+from .files import plain
+
+
+if TYPE_CHECKING:
+    from .envs.base import EnvSpec
 
 
 ModelSize = Literal["tiny", "1m", "5m", "19m", "48m", "317m"]
@@ -278,58 +285,6 @@ class TrainConfig:
         return max(1000, 5 * episode_length)
 
 
-_TDMPC2 = TrainConfig(
-    preset="tdmpc2",
-    lam=0.0,
-    policy=PolicyConfig(distribution="tanh-gaussian", log_std_min=-10.0, log_std_max=2.0),
-    planner=PlannerConfig(reanalyze_log_std=None),
-    loss=LossConfig(policy_latents="horizon+1", pretrain_policy=True),
-)
-
-PRESETS: dict[str, tuple[str, TrainConfig]] = {
-    "tdmpc2": (
-        "TD-MPC2 with the PO-MPC paper's Table 3 settings (MPPI temperature 1.0, discount 0.99)"
-        " and PyTorch TD-MPC2's encoder lr 0.3x: lambda = 0, tanh-squashed Gaussian policy,"
-        " policy loss over H+1 latents.",
-        _TDMPC2,
-    ),
-    "tdmpc2-repo": (
-        "TD-MPC2 as its PyTorch repository runs it: the tdmpc2 preset with MPPI temperature 0.5"
-        " and the episode-length discount heuristic (0.99 on DMC, 0.995 on HumanoidBench).",
-        dataclasses.replace(
-            _TDMPC2,
-            preset="tdmpc2-repo",
-            planner=dataclasses.replace(_TDMPC2.planner, temperature=0.5),
-            loss=dataclasses.replace(_TDMPC2.loss, discount="heuristic"),
-        ),
-    ),
-    "bmpc": (
-        "BMPC as the PO-MPC paper's lambda -> inf limit (BMPC's Variant 3, with Q): lambda = inf,"
-        " prior = stored planner Gaussians, reverse KL summed over action dimensions, 5 Q heads,"
-        " MPPI temperature 1.0.",
-        TrainConfig(preset="bmpc", lam=math.inf, prior="replay"),
-    ),
-    "bmpc-repo": (
-        "BMPC as its repository runs it: lambda = inf, prior = stored planner Gaussians, a"
-        " state-value V(z) ensemble of 2 heads with a one-step model-based target (planner"
-        " bootstrap: mean V), MPPI temperature 0.5, KL averaged over action dimensions, the"
-        " episode-length discount heuristic.",
-        TrainConfig(
-            preset="bmpc-repo",
-            lam=math.inf,
-            prior="replay",
-            model=ModelConfig(value="v", num_q=2),
-            planner=PlannerConfig(temperature=0.5),
-            loss=LossConfig(kl_reduction="mean", discount="heuristic"),
-        ),
-    ),
-    "pompc": (
-        "PO-MPC: lambda = 1, learned adaptive prior fitted by reverse KL (Eq. 12).",
-        TrainConfig(preset="pompc", lam=1.0, prior="learned", prior_loss="reverse"),
-    ),
-}
-
-
 def config_from_dict(data: dict) -> TrainConfig:
     """Rebuild a `TrainConfig` from its `dataclasses.asdict` form (e.g. a run's config.json)."""
     kwargs = {}
@@ -344,3 +299,100 @@ def config_from_dict(data: dict) -> TrainConfig:
             value = pathlib.Path(value)
         kwargs[field.name] = value
     return TrainConfig(**kwargs)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message is one line saying what is valid."""
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """The config as plain JSON-able data (paths as strings, inf as a string)."""
+    return plain(dataclasses.asdict(cfg))
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if not (isinstance(config, dict) and config):
+        return {prefix[:-1]: config}
+    return {
+        k: v for key, sub in config.items() for k, v in _flatten(sub, f"{prefix}{key}.").items()
+    }
+
+
+_ABSENT = object()
+
+
+def _show(flat: dict[str, Any], key: str) -> str:
+    return json.dumps(flat[key]) if key in flat else "<absent>"
+
+
+def config_differences(
+    saved: Mapping[str, Any], now: Mapping[str, Any], ignore_keys: Collection[str] = ()
+) -> list[str]:
+    """Lines `a.b.c: saved X, now Y` for every differing dotted key of two nested dicts,
+    sorted by key; compared after a JSON round trip (tuples equal lists). A key in
+    `ignore_keys` also skips everything below it."""
+    old, new = _flatten(plain(saved)), _flatten(plain(now))
+    ignored = lambda key: any(key == k or key.startswith(k + ".") for k in ignore_keys)
+    # Compare the JSON texts too: 1 == 1.0 stays equal, and so does NaN == NaN.
+    return [
+        f"{key}: saved {_show(old, key)}, now {_show(new, key)}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, _ABSENT) != new.get(key, _ABSENT)
+        and _show(old, key) != _show(new, key)
+        and not ignored(key)
+    ]
+
+
+def validate(cfg: TrainConfig, spec: "EnvSpec") -> None:
+    """Raise `ConfigError` (one clear line) for an invalid option combination."""
+    p = cfg.planner
+    lam = cfg.lam
+    if lam != "auto" and not lam >= 0:
+        raise ConfigError(f"--lam must be >= 0, inf or auto (got {lam})")
+    if cfg.num_seeds < 1:
+        raise ConfigError(f"--num-seeds must be >= 1 (got {cfg.num_seeds})")
+    from .priors import PRIORS  # here: priors.py imports this module
+
+    if cfg.prior not in PRIORS:
+        raise ConfigError(f"unknown --prior {cfg.prior!r}; choose one of: {', '.join(PRIORS)}")
+    if cfg.prior == "replay" and cfg.prior_loss == "forward":
+        raise ConfigError(
+            "--prior-loss applies only to --prior learned (the replay prior is not fitted)"
+        )
+    if cfg.model.value == "v" and lam == 0:
+        raise ConfigError("--model.value v needs --lam > 0: lambda = 0 maximises Q(z, a)")
+    if cfg.prior_loss == "forward" and cfg.policy.distribution == "tanh-gaussian":
+        raise ConfigError(
+            "--prior-loss forward needs --policy.distribution clipped-gaussian: the forward KL from the"
+            " planner's Gaussian (mass at the action bounds) to a tanh-squashed prior has no usable estimate"
+        )
+    if lam == "auto" and not cfg.loss.kl_target > 0:
+        raise ConfigError(f"--loss.kl-target must be > 0 with --lam auto, not {cfg.loss.kl_target}")
+    if not 0 < p.num_elites <= p.num_samples or not 0 <= p.num_pi_trajs <= p.num_samples:
+        raise ConfigError(
+            "planner needs 0 < num_elites <= num_samples and 0 <= num_pi_trajs <= num_samples "
+            f"(got elites {p.num_elites}, pi trajectories {p.num_pi_trajs}, samples {p.num_samples})"
+        )
+    if spec.episode_length <= p.horizon:
+        raise ConfigError(
+            f"episodes of {spec.name} ({spec.episode_length} steps) are not longer than the horizon {p.horizon}"
+        )
+    seed_steps = cfg.resolved_seed_steps(spec.episode_length)
+    if seed_steps <= p.horizon + 1:
+        raise ConfigError(
+            f"--seed-steps must exceed horizon + 1 = {p.horizon + 1} (got {seed_steps})"
+        )
+    if cfg.steps < seed_steps:
+        raise ConfigError(f"--steps ({cfg.steps}) must be at least --seed-steps ({seed_steps})")
+    for name in ("eval_every", "chunk_steps", "eval_episodes"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    if cfg.checkpoint_every is not None and cfg.checkpoint_every < 1:
+        raise ConfigError("--checkpoint-every must be >= 1")
+    if cfg.buffer.reanalyze_batch > cfg.buffer.batch_size:
+        raise ConfigError("--buffer.reanalyze-batch must not exceed --buffer.batch-size")
+    model = cfg.model.resolve(cfg.model_size)
+    if model.latent_dim % model.simnorm_dim:
+        raise ConfigError(
+            f"--model.latent-dim ({model.latent_dim}) must be a multiple of --model.simnorm-dim ({model.simnorm_dim})"
+        )

@@ -1,24 +1,17 @@
-"""Host-side logging: crash-safe CSV tables, Aim runs and a progress bar (never inside jit)."""
+"""Host-side records: crash-safe CSV tables and Aim runs (never inside jit)."""
 
 import csv
 import datetime
-import io
-import json
 import math
 import os
 import pathlib
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import tqdm
-from jaxtyping import Array, Integer, Real, Shaped
+from jaxtyping import Array, Integer, Shaped
 
-from .checkpoint import atomic_write, to_json
-
-
-_PerSeed = Sequence[float | int | np.number] | Real[np.ndarray | Array, " seed"]
+from .files import atomic_write, plain
 
 
 class CsvLogError(ValueError):
@@ -216,11 +209,11 @@ def index_aim_run(repo: str | os.PathLike, run_hash: str) -> bool:
 
 
 class AimTracker:
-    """One Aim run per invocation of the training script, with one curve per seed.
+    """One Aim run, with one curve per seed it is given (`loggers.AimLogger` keeps one run
+    per seed of a training command).
 
     System-metric tracking and terminal-log capture are off (speed; no threads are left
-    after `close`). Values are tracked with `context={"seed": s, ...}`, so the Aim UI
-    overlays or groups seeds.
+    after `close`). Values are tracked with `context={"seed": s, ...}`.
     """
 
     run_hash: str
@@ -264,7 +257,7 @@ class AimTracker:
                 "the repo the run was started with, or start a new Aim run (run_hash=None)."
             ) from None
         self._run.name = run_name
-        self._run["hparams"] = _plain(hparams)
+        self._run["hparams"] = plain(hparams)
         self.run_hash = self._run.hash
         self.num_nonfinite = 0
 
@@ -331,117 +324,6 @@ class AimTracker:
             _index_aim_run(repo, self.run_hash)
 
     def __enter__(self) -> "AimTracker":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-like copy (tuples -> lists, numpy scalars -> Python) that Aim can store."""
-    return json.loads(to_json(obj))
-
-
-def _fmt_return(x: float) -> str:
-    if not math.isfinite(x):
-        return str(x)
-    return f"{x:.0f}" if abs(x) >= 10 else f"{x:.3g}"
-
-
-def format_eval_returns(returns: _PerSeed, max_listed: int = 4) -> str:
-    """Compact per-seed eval returns for a progress bar.
-
-    **Arguments:**
-
-    - `returns`: one return per seed.
-    - `max_listed`: list every seed up to this many; beyond, show mean ± std [min,max].
-
-    **Returns:** e.g. `eval[-153,-160,-171]` or `eval -160±7[-171,-153]`.
-    """
-    values = [float(r) for r in returns]
-    if len(values) <= max_listed:
-        return "eval[" + ",".join(map(_fmt_return, values)) + "]"
-    array = np.asarray(values)
-    return (
-        f"eval {_fmt_return(array.mean())}±{_fmt_return(array.std())}"
-        f"[{_fmt_return(array.min())},{_fmt_return(array.max())}]"
-    )
-
-
-def _is_tty(file: Any) -> bool:
-    isatty = getattr(file, "isatty", None)
-    return bool(isatty and isatty())
-
-
-class ProgressBar:
-    """A tqdm bar over agent steps (per seed), with the latest eval returns per seed.
-
-    Shows steps/s and ETA. When the output is not a terminal (CI logs, `> log.txt`) it
-    redraws at most every 10 s, so logs are not flooded.
-    """
-
-    def __init__(
-        self,
-        total_agent_steps: int,
-        *,
-        num_seeds: int,
-        initial: int = 0,
-        disable: bool = False,
-        file: io.TextIOBase | None = None,
-    ):
-        """**Arguments:**
-
-        - `total_agent_steps`: agent steps per seed at the end of the run.
-        - `num_seeds`: seeds trained side by side (shown in the description).
-        - `initial`: agent step to start from (a resumed run).
-        - `disable`: no bar at all (messages from `write` still go out).
-        - `file`: output stream; stderr by default.
-        """
-        self._file = sys.stderr if file is None else file
-        self._num_seeds = num_seeds
-        tty = _is_tty(self._file)
-        self._tty = tty
-        self._bar = tqdm.tqdm(
-            total=total_agent_steps,
-            initial=initial,
-            desc=f"train ({num_seeds} seed{'s' if num_seeds != 1 else ''})",
-            unit=" agent steps",
-            unit_scale=True,
-            file=self._file,
-            disable=disable,
-            dynamic_ncols=tty,
-            ascii=not tty,
-            mininterval=0.5 if tty else 10.0,
-            maxinterval=10.0 if tty else 600.0,
-            smoothing=0.1,
-        )
-
-    @property
-    def postfix(self) -> str:
-        """The text shown after the rate (the latest eval returns)."""
-        return getattr(self._bar, "postfix", None) or ""
-
-    def update(self, agent_step: int) -> None:
-        """Move the bar to `agent_step` (an absolute count, not an increment)."""
-        if agent_step != self._bar.n:
-            self._bar.update(agent_step - self._bar.n)
-
-    def set_eval(self, returns_per_seed: _PerSeed) -> None:
-        """Show the latest eval return of each seed (see `format_eval_returns`)."""
-        if len(returns_per_seed) != self._num_seeds:
-            raise ValueError(f"Expected {self._num_seeds} returns, got {len(returns_per_seed)}")
-        # Redraw at once on a terminal; in logs the next periodic line will show it.
-        self._bar.set_postfix_str(format_eval_returns(returns_per_seed), refresh=self._tty)
-
-    def write(self, message: str) -> None:
-        """Print a line without breaking the bar."""
-        self._bar.write(message, file=self._file)
-
-    def close(self) -> None:
-        """Draw the final state and release the bar (idempotent)."""
-        self._bar.close()
-
-    def __enter__(self) -> "ProgressBar":
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -31,8 +31,9 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from pompc_eqx.agent import Batch, init_agent, update
-from pompc_eqx.config import MODEL_SIZES, PRESETS
+from pompc_eqx.config import MODEL_SIZES
 from pompc_eqx.planner import plan
+from pompc_eqx.presets import PRESETS
 from pompc_eqx.world_model import count_params
 
 

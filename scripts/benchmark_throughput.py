@@ -20,8 +20,8 @@ import time
 
 import jax
 
-from pompc_eqx.config import PRESETS
 from pompc_eqx.experiment import Trainer
+from pompc_eqx.presets import PRESETS
 
 
 def measure(task: str, preset: str, size: str, num_seeds: int, timed_steps: int) -> dict:

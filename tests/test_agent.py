@@ -22,10 +22,10 @@ import pytest
 
 from pompc_eqx.agent import ModelParams, Targets, init_agent, model_loss, td_targets, update
 from pompc_eqx.buffer import Batch
-from pompc_eqx.config import PRESETS
 from pompc_eqx.distributions import ClippedGaussian
 from pompc_eqx.lam import DualLambda, FixedLambda
 from pompc_eqx.math import RunningScale
+from pompc_eqx.presets import PRESETS
 
 
 H, B, A, OBS = 3, 8, 2, 5

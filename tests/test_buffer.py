@@ -11,8 +11,8 @@ import pytest
 
 from pompc_eqx.agent import init_agent
 from pompc_eqx.buffer import ReplayBuffer, Transition
-from pompc_eqx.config import PRESETS
 from pompc_eqx.loop import Schedule, learn
+from pompc_eqx.presets import PRESETS
 
 
 H = 3

@@ -14,7 +14,7 @@ import jaxtyping
 import numpy as np
 import pytest
 
-from pompc_eqx.config import PRESETS, PolicyConfig
+from pompc_eqx.config import PolicyConfig
 from pompc_eqx.distributions import (
     ClippedGaussian,
     ClippedGaussianFamily,
@@ -24,6 +24,7 @@ from pompc_eqx.distributions import (
     kl_divergence,
     make_family,
 )
+from pompc_eqx.presets import PRESETS
 
 
 LOC_P = np.array([0.3, -0.4, 0.1])

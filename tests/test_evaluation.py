@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from pompc_eqx.agent import init_agent, policy_action
-from pompc_eqx.config import PRESETS
 from pompc_eqx.envs.registry import make_env, task_spec
 from pompc_eqx.loop import make_evaluate, seed_keys
+from pompc_eqx.presets import PRESETS
 
 
 def probe_setup(task):

@@ -15,13 +15,13 @@ from test_agent import make_batch
 
 from pompc_eqx.agent import init_agent, update
 from pompc_eqx.buffer import default_capacity
-from pompc_eqx.config import PRESETS
 from pompc_eqx.distributions import kl_divergence
 from pompc_eqx.envs.registry import make_env, task_spec
 from pompc_eqx.loop import Schedule, init_loop, make_train_chunk, seed_keys
 from pompc_eqx.losses import planner_gaussian
 from pompc_eqx.math import RunningScale
 from pompc_eqx.objectives import MaxQ
+from pompc_eqx.presets import PRESETS
 from pompc_eqx.priors import PRIORS, make_prior
 
 

@@ -12,9 +12,9 @@ import optax
 import pytest
 
 from pompc_eqx.agent import init_agent
-from pompc_eqx.config import PRESETS
 from pompc_eqx.lam import DualLambda, FixedLambda, make_lambda
 from pompc_eqx.objectives import KLOnly, KLRegularized, MaxQ, objective_class
+from pompc_eqx.presets import PRESETS
 from pompc_eqx.priors import LearnedPrior, ReplayPrior
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from pompc_eqx.agent import init_agent
-from pompc_eqx.config import MODEL_SIZES, PRESETS
+from pompc_eqx.config import MODEL_SIZES
 from pompc_eqx.networks import MLP, Ensemble, NormedLinear, SimNorm, mish
+from pompc_eqx.presets import PRESETS
 from pompc_eqx.world_model import count_params, ensemble_values, make_networks, random_pair
 
 

@@ -10,9 +10,10 @@ import jax.random as jr
 import numpy as np
 import pytest
 
-from pompc_eqx.config import PRESETS, PlannerConfig
+from pompc_eqx.config import PlannerConfig
 from pompc_eqx.math import TwoHot
 from pompc_eqx.planner import elite_update, plan, reanalyze, shift_warm_start, trajectory_values
+from pompc_eqx.presets import PRESETS
 from pompc_eqx.world_model import Networks, ensemble_values, make_networks
 
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from pompc_eqx.config import PRESETS
 from pompc_eqx.objectives import KLOnly, KLRegularized, MaxQ, objective_class
+from pompc_eqx.presets import PRESETS
 
 
 # setting -> value per preset: tdmpc2, tdmpc2-repo, bmpc, bmpc-repo, pompc

@@ -30,9 +30,10 @@ import pytest
 
 from pompc_eqx.agent import init_agent
 from pompc_eqx.buffer import Batch
-from pompc_eqx.config import PRESETS, LossConfig
+from pompc_eqx.config import LossConfig
 from pompc_eqx.distributions import ClippedGaussian, ClippedGaussianFamily, kl_divergence
 from pompc_eqx.math import RunningScale
+from pompc_eqx.presets import PRESETS
 from pompc_eqx.priors import learned_prior_loss, make_learned_prior
 from pompc_eqx.world_model import PolicyNet
 

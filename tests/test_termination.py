@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from pompc_eqx.buffer import default_capacity
-from pompc_eqx.config import PRESETS
 from pompc_eqx.envs.registry import make_env, task_spec
 from pompc_eqx.loop import Schedule, init_loop, make_evaluate, make_train_chunk, seed_keys
 from pompc_eqx.planner import trajectory_values
+from pompc_eqx.presets import PRESETS
 from pompc_eqx.termination import NeverTerminates, TerminationHead
 from pompc_eqx.world_model import make_networks
 

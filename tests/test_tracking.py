@@ -10,14 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pompc_eqx.tracking import (
-    AimTracker,
-    CsvLog,
-    CsvLogError,
-    ProgressBar,
-    format_cell,
-    format_eval_returns,
-)
+from pompc_eqx.console import ProgressBar, format_eval_returns
+from pompc_eqx.loggers import AimLogger
+from pompc_eqx.tracking import AimTracker, CsvLog, CsvLogError, format_cell
 
 
 COLUMNS = ("agent_step", "seed", "return", "note")
@@ -229,3 +224,29 @@ def test_progress_bar_disabled_still_writes_messages():
         bar.set_eval([1.0])
         bar.write("hello")
     assert out.getvalue() == "hello\n"
+
+
+def test_aim_logger_keeps_one_run_per_seed_and_resumes_them(tmp_path):
+    repo = tmp_path / "aim"
+    rows = [
+        {"agent_step": 16, "env_step": 16, "seed": s, "loss": v, "pi_loss": None}
+        for s, v in ((3, 0.5), (4, 1.5))
+    ]
+    logger = AimLogger(repo, "exp", "pompc", {"lam": 1.0}, seeds=[3, 4], group="run-a")
+    logger.log_train(rows, 16)
+    logger.log_eval(np.array([[1.0, 3.0], [10.0, 20.0]]), 16)
+    logger.close()
+    hashes = logger.run_hashes
+    assert len(set(hashes)) == 2
+    for seed, run_hash, (loss, ret) in zip((3, 4), hashes, ((0.5, 2.0), (1.5, 15.0))):
+        data = read_back(repo, run_hash)
+        assert sorted(data["runs"]) == sorted(hashes)
+        assert data["name"] == f"pompc seed {seed}" and data["experiment"] == "exp"
+        assert data["hparams"] == {"lam": 1.0, "group": "run-a", "seed": seed}
+        assert data["points"] == [
+            ["loss", {"seed": seed, "subset": "train"}, 16, loss],
+            ["return", {"seed": seed, "subset": "eval"}, 16, ret],
+        ]
+    resumed = AimLogger(repo, "exp", "pompc", {"lam": 1.0}, [3, 4], "run-a", run_hashes=hashes)
+    assert resumed.run_hashes == hashes
+    resumed.close()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pompc_eqx.checkpoint import CheckpointError
-from pompc_eqx.config import PRESETS, TrainConfig, config_from_dict
+from pompc_eqx.config import TrainConfig, config_from_dict
 from pompc_eqx.experiment import (
     ConfigError,
     NonFiniteError,
@@ -24,6 +24,7 @@ from pompc_eqx.experiment import (
     config_dict,
     run,
 )
+from pompc_eqx.presets import PRESETS
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

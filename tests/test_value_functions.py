@@ -13,10 +13,10 @@ from test_agent import make_batch
 
 from pompc_eqx.agent import init_agent, td_targets, update
 from pompc_eqx.buffer import default_capacity
-from pompc_eqx.config import PRESETS
 from pompc_eqx.envs.registry import make_env, task_spec
 from pompc_eqx.loop import Schedule, init_loop, make_train_chunk, seed_keys
 from pompc_eqx.planner import trajectory_values
+from pompc_eqx.presets import PRESETS
 from pompc_eqx.world_model import QFunction, VFunction, make_networks
 
 
