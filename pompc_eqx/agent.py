@@ -356,21 +356,20 @@ def update(
 def metrics_skipped_in_pretraining(cfg: AgentConfig) -> frozenset[str]:
     """Metrics of the steps that the pretraining burst skips (NaN there by design): the
     prior's fit and, unless `cfg.loss.pretrain_policy`, the sampling policy's."""
-    state = eqx.filter_eval_shape(init_agent, cfg, key=jr.key(0))
-    h, f32 = cfg.planner.horizon, jnp.float32
-    shape = lambda *dims: jax.ShapeDtypeStruct(dims, f32)
-    a = cfg.action_dim
-    batch = Batch(
-        shape(h + 1, 1, cfg.obs_dim),
-        shape(h, 1, a),
-        shape(h, 1),
-        shape(h, 1),
-        shape(h + 1, 1, a),
-        shape(h + 1, 1, a),
-    )
-    zs = shape(h + 1, 1, cfg.model.latent_dim)
+    h, a = cfg.planner.horizon, cfg.action_dim
     steps = [_fit_prior] if cfg.loss.pretrain_policy else [_fit_prior, _fit_policy]
-    names = set()
-    for step in steps:
-        names |= set(eqx.filter_eval_shape(step, state, zs, batch, cfg, jr.key(0))[-1])
-    return frozenset(names)
+
+    def metrics_of(step) -> Metrics:  # traced only (eval_shape): nothing is computed
+        state = init_agent(cfg, key=jr.key(0))
+        zeros = lambda *dims: jnp.zeros(dims)
+        batch = Batch(
+            zeros(h + 1, 1, cfg.obs_dim),
+            zeros(h, 1, a),
+            zeros(h, 1),
+            zeros(h, 1),
+            zeros(h + 1, 1, a),
+            zeros(h + 1, 1, a),
+        )
+        return step(state, zeros(h + 1, 1, cfg.model.latent_dim), batch, cfg, jr.key(0))[-1]
+
+    return frozenset(name for step in steps for name in eqx.filter_eval_shape(metrics_of, step))

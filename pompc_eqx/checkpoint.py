@@ -38,7 +38,7 @@ from .config import config_differences
 from .files import atomic_write as atomic_write, remove_stale_temps, to_json as to_json
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the agent as typed modules (objective, prior, value function)
 MAGIC = b"POMPC-EQX-CKPT\x00\x01"
 _ALIGN = 64
 _DIGEST_SIZE = 32

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from .agent import metrics_skipped_in_pretraining
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .compiling import Background, ChunkPlan, Compilation
 from .config import TrainConfig, config_dict
@@ -96,6 +97,7 @@ def train_loop(
     """
     cfg, seeds, ckpt_dir = trainer.cfg, trainer.seeds, run_dir / "checkpoints"
     window = _window(cfg)
+    skipped_in_burst = metrics_skipped_in_pretraining(trainer.agent_cfg)
 
     def compile_chunk(num_steps: int, state: LoopState, trace_here: bool) -> Compilation:
         console.compiling(f"chunk of {num_steps} agent steps", 0.0)
@@ -151,7 +153,7 @@ def train_loop(
             lost = False
             metrics = jax.device_get(metrics)
             elapsed = call.seconds
-            check_finite(metrics, step, seeds)
+            check_finite(metrics, step, seeds, skipped_in_burst)
             finite = np.asarray(finite)
             if not finite.all():
                 raise NonFiniteError(

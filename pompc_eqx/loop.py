@@ -142,10 +142,10 @@ def learn(
     return agent, buffer, metrics
 
 
-LOOP_METRICS = (
-    "episode_return", "plan_std", "plan_std_at_floor", "nonfinite_action", "num_updates", "pretrain"
-)  # fmt: skip
-"""Per-step bookkeeping of the loop itself (not update terms)."""
+LOOP_COUNTERS = ("episode_return", "nonfinite_action", "num_updates", "pretrain")
+"""Per-step bookkeeping of the loop (not update terms, and not averaged per logging window)."""
+LOOP_METRICS = (*LOOP_COUNTERS, "plan_std", "plan_std_at_floor")
+"""Everything the loop itself adds to the update metrics of a step."""
 
 
 def _nan_like(tree: PyTree) -> PyTree:

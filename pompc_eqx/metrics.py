@@ -1,24 +1,28 @@
 """Per-step metrics of a compiled chunk on the host: NaN/inf checks and logging-window rows."""
 
+from collections.abc import Collection
+
 import numpy as np
 
-
-# Update metrics that are NaN by design during the pretraining burst (not trained there).
-_POLICY_PREFIXES = ("pi_", "prior_", "kl_")
-# Per-step metrics that are bookkeeping, not update terms (not logged as window means).
-_BOOKKEEPING = ("episode_return", "num_updates", "pretrain", "nonfinite_action")
+from .loop import LOOP_COUNTERS, LOOP_METRICS
 
 
 class NonFiniteError(RuntimeError):
     """A loss or parameter became NaN or infinite."""
 
 
-def check_finite(metrics: dict[str, np.ndarray], first_step: int, seeds: list[int]) -> None:
+def check_finite(
+    metrics: dict[str, np.ndarray],
+    first_step: int,
+    seeds: list[int],
+    skipped_in_burst: Collection[str],
+) -> None:
     """Raise `NonFiniteError` naming the term, seed and agent step of the first bad value.
 
-    Metrics are (step, seed). Steps without an update are NaN placeholders and skipped; in the
-    pretraining burst only the world-model terms are trained and checked. A non-finite action
-    (flagged by `nonfinite_action`; the simulator got 0 instead) counts as a bad value too.
+    Metrics are (step, seed). Steps without an update are NaN placeholders and skipped, and so
+    are `skipped_in_burst` (`agent.metrics_skipped_in_pretraining`) in the pretraining burst.
+    A non-finite action (flagged by `nonfinite_action`; the simulator got 0 instead) counts as
+    a bad value too.
     """
     num_learn = metrics["num_updates"][:, 0]
     burst = metrics["pretrain"][:, 0] > 0
@@ -26,10 +30,10 @@ def check_finite(metrics: dict[str, np.ndarray], first_step: int, seeds: list[in
     for name, values in metrics.items():
         if name == "nonfinite_action":
             bad, order = values > 0, 0  # the action is taken before the step's update
-        elif name in _BOOKKEEPING or name == "plan_std":
+        elif name in LOOP_METRICS:
             continue
         else:
-            checked = (num_learn > 0) & ~(burst & name.startswith(_POLICY_PREFIXES))
+            checked = (num_learn > 0) & ~(burst & (name in skipped_in_burst))
             bad = (np.isnan(values) if name == "lam" else ~np.isfinite(values)) & checked[:, None]
             order = 1
         if bad.any():
@@ -57,7 +61,7 @@ def window_rows(
         row["episode_return"] = float(finished.mean()) if finished.size else None
         row["steps_per_second"] = steps / seconds
         for name, values in sorted(metrics.items()):
-            if name in _BOOKKEEPING:
+            if name in LOOP_COUNTERS:
                 continue
             column = values[:, i]
             column = column[~np.isnan(column)]

@@ -29,11 +29,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
 
+from pompc_eqx.agent import act  # noqa: E402
 from pompc_eqx.analysis.video import render_problem, video_problem, write_video  # noqa: E402
 from pompc_eqx.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint  # noqa: E402
 from pompc_eqx.config import config_from_dict  # noqa: E402
 from pompc_eqx.experiment import RESUMABLE, Trainer  # noqa: E402
-from pompc_eqx.planner import plan, shift_warm_start  # noqa: E402
+from pompc_eqx.planner import shift_warm_start  # noqa: E402
 
 
 def record(
@@ -44,17 +45,9 @@ def record(
     cfg = trainer.agent_cfg
 
     @eqx.filter_jit
-    def act(agents, obs, warm, keys):
+    def act_all(agents, obs, warm, keys):
         def one(agent, o, w, k):
-            p = plan(
-                agent.nets,
-                agent.nets.encode(o),
-                w,
-                cfg=cfg.planner,
-                discount=cfg.discount,
-                eval_mode=True,
-                key=k,
-            )
+            p = act(agent, o, w, cfg=cfg, eval_mode=True, key=k)
             return p.action, shift_warm_start(p.mean)
 
         return eqx.filter_vmap(one)(agents, obs, warm, keys)
@@ -66,7 +59,7 @@ def record(
     frames, total = [env.render(seed_index, *size)], 0.0
     for t in range(env.spec.episode_length):
         keys = jax.vmap(lambda k: jr.fold_in(k, t))(keys)
-        action, warm = act(agents, obs, warm, keys)
+        action, warm = act_all(agents, obs, warm, keys)
         env_state, ts = step(env_state, action)
         obs = ts.obs
         total += float(ts.reward[seed_index])

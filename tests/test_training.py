@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from pompc_eqx.agent import metrics_skipped_in_pretraining
 from pompc_eqx.checkpoint import CheckpointError
 from pompc_eqx.config import TrainConfig, config_from_dict
 from pompc_eqx.experiment import (
@@ -216,6 +217,23 @@ def test_nan_guard_names_term_seed_and_step_and_keeps_checkpoint(tmp_path):
     assert (tmp_path / "checkpoints" / f"step_{CHUNK:012d}.ckpt").exists()
 
 
+@pytest.mark.parametrize("preset", ["tdmpc2", "bmpc", "pompc"])
+def test_metrics_skipped_in_pretraining_are_named_by_the_agent(preset):
+    """The burst skips the prior's fit and (unless TD-MPC2) the policy's step: the metrics of
+    exactly those steps are the ones NaN there by design."""
+    cfg = small(preset).agent_config(3, 1, 200)
+    skipped = metrics_skipped_in_pretraining(cfg)
+    policy = {"pi_loss", "pi_grad_norm", "pi_entropy", "pi_scaled_entropy", "pi_std"}
+    expected = {
+        "tdmpc2": set(),
+        "bmpc": policy | {"kl_mean", "kl_std", "prior_std"},
+        "pompc": policy
+        | {"pi_q", "kl_mean", "kl_std", "prior_std"}
+        | {"prior_loss", "prior_kl", "prior_grad_norm"},
+    }[preset]
+    assert skipped == expected
+
+
 def test_check_finite_skips_placeholders_and_reports_first_bad_value():
     steps, seeds = 5, 2
     metrics = {
@@ -226,19 +244,19 @@ def test_check_finite_skips_placeholders_and_reports_first_bad_value():
         "pretrain": np.zeros((steps, seeds)),
         "episode_return": np.full((steps, seeds), np.nan),
     }
-    check_finite(metrics, 100, [7, 8])  # no update ran: NaNs are placeholders
+    check_finite(metrics, 100, [7, 8], {"pi_loss"})  # no update ran: NaNs are placeholders
     metrics["num_updates"][3:] = 1
     metrics["world_model_loss"][3:] = 1.0
     metrics["pi_loss"][3:] = 1.0
-    check_finite(metrics, 100, [7, 8])  # lam = inf (BMPC) is legitimate
+    check_finite(metrics, 100, [7, 8], {"pi_loss"})  # lam = inf (BMPC) is legitimate
     metrics["pi_loss"][4, 1] = np.inf
     with pytest.raises(NonFiniteError, match="pi_loss .* seed 8 at agent step 105"):
-        check_finite(metrics, 100, [7, 8])
+        check_finite(metrics, 100, [7, 8], {"pi_loss"})
     # An action is taken before the update of its step: it is named first.
     metrics["nonfinite_action"] = np.zeros((steps, seeds), np.int32)
     metrics["nonfinite_action"][4, 1] = 1
     with pytest.raises(NonFiniteError, match="non-finite action for seed 8 at agent step 105"):
-        check_finite(metrics, 100, [7, 8])
+        check_finite(metrics, 100, [7, 8], {"pi_loss"})
 
 
 def _cli(*args, cwd):
@@ -372,7 +390,7 @@ def test_nonfinite_action_never_reaches_the_simulator():
     assert np.isfinite(np.asarray(state.seeds.obs)).all()
     assert list(np.asarray(finite)) == [True, False]
     with pytest.raises(NonFiniteError, match="seed 1 at agent step"):
-        check_finite(metrics, 0, [0, 1])
+        check_finite(metrics, 0, [0, 1], metrics_skipped_in_pretraining(trainer.agent_cfg))
 
 
 def test_forward_prior_loss_refuses_tanh_squashed_prior():
