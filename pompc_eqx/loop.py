@@ -162,6 +162,11 @@ class StepAction(eqx.Module):
     warm_start: Float[Array, "*seed horizon action"]
 
 
+def _planned_action(agent: AgentState, obs, warm, key, cfg: AgentConfig) -> StepAction:
+    p = act(agent, obs, warm, cfg=cfg, eval_mode=False, key=key)
+    return StepAction(p.action, p.mean[0], p.std[0], shift_warm_start(p.mean))
+
+
 def _choose_actions(
     seeds: SeedState,
     step: Int[Array, ""],
@@ -178,11 +183,8 @@ def _choose_actions(
         return StepAction(a, jnp.zeros_like(a), max_std, jnp.zeros_like(seeds.warm_start))
 
     def planned_actions():
-        def one(agent, obs, warm, k):
-            p = act(agent, obs, warm, cfg=cfg, eval_mode=False, key=k)
-            return StepAction(p.action, p.mean[0], p.std[0], shift_warm_start(p.mean))
-
-        return eqx.filter_vmap(one)(seeds.agent, seeds.obs, seeds.warm_start, keys)
+        plan_one = lambda *xs: _planned_action(*xs, cfg)
+        return eqx.filter_vmap(plan_one)(seeds.agent, seeds.obs, seeds.warm_start, keys)
 
     return jax.lax.cond(step < schedule.seed_steps, random_actions, planned_actions)
 
