@@ -22,7 +22,7 @@ sustained rate (`--gpu-tflops`, labelled as a projection). `--device-check` meas
 machine it runs on instead (meant for a GPU; under 10 minutes) and writes its own page.
 
     python scripts/benchmark_throughput.py --flops-only                 # FLOPs table only (minutes)
-    python scripts/benchmark_throughput.py --sizes tiny 1m --seeds 1   # FLOPs + timings
+    python scripts/benchmark_throughput.py --sizes tiny 1m --seeds 1 4  # FLOPs + timings
     python scripts/benchmark_throughput.py --device-check              # on a GPU machine
 """
 
@@ -252,8 +252,9 @@ def write_table(
         "",
         "FLOPs are XLA's cost analysis of the compiled functions, one seed, in MFLOP per agent step:",
         "plan (encode + MPPI), update, lazy reanalyze amortised over its interval (per call in",
-        "brackets). ms/step: wall time of one agent step of the whole compiled loop, one seed.",
-        "Achieved = total FLOPs x steps/s; '% matmul' = achieved / the measured matmul rate.",
+        "brackets). ms/step: wall time of one agent step of the whole compiled loop (all seeds).",
+        "Achieved = seeds x total FLOPs x steps/s; '% matmul' = achieved / the measured matmul",
+        "rate.",
     ]
     if on_cpu:
         lines += [
@@ -264,17 +265,18 @@ def write_table(
     proj_head = " GPU steps/s (projection) |" if on_cpu else ""
     lines += [
         "",
-        "| task | preset | size | params | plan | update | reanalyze (per call) | total MFLOP "
+        "| task | preset | size | seeds | params | plan | update | reanalyze (per call) | total MFLOP "
         "| ms/step | achieved GFLOP/s | % matmul |" + proj_head,
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if on_cpu else ""),
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if on_cpu else ""),
     ]
     for r in rows:
-        ms = r.get("ms_per_step")
-        achieved = r["total"] / (ms / 1000) / 1e9 if ms else None
+        ms, seeds = r.get("ms_per_step"), r.get("seeds", 1)
+        achieved = seeds * r["total"] / (ms / 1000) / 1e9 if ms else None
         cells = [
             r["task"],
             r["preset"],
             r["size"],
+            str(seeds),
             f"{r['params']:,}",
             f"{r['plan'] / 1e6:.1f}",
             f"{r['update'] / 1e6:.1f}",
@@ -320,7 +322,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--presets", nargs="+", default=["tdmpc2", "bmpc", "pompc"], choices=sorted(PRESETS)
     )
     parser.add_argument("--sizes", nargs="+", default=["tiny", "1m", "5m"])
-    parser.add_argument("--seeds", type=int, default=1, help="seeds in the timed loop")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds in the loop")
     parser.add_argument("--timed-steps", type=int, default=10)
     parser.add_argument("--flops-only", action="store_true", help="no timings")
     parser.add_argument(
@@ -378,20 +380,22 @@ def main(argv: list[str] | None = None) -> None:
                 if args.device_check and time.perf_counter() - start > args.budget_s:
                     print(f"budget spent; skipping {task} {preset} {size}", flush=True)
                     continue
-                row = {"task": task, "preset": preset, "size": size}
+                flops = {"task": task, "preset": preset, "size": size}
                 check = args.chunk_check if not rows else 0  # once: it compiles the chunk twice
-                row.update(step_flops(task, preset, size, chunk_check=check))
-                row["chunk_steps"] = args.chunk_check
-                if not args.flops_only:
-                    row.update(measure(task, preset, size, args.seeds, args.timed_steps))
-                rows.append(row)
-                print(
-                    f"{task} {preset} {size}: {row['total'] / 1e6:.1f} MFLOP/step"
-                    + (f", {row['ms_per_step']:.0f} ms/step" if "ms_per_step" in row else ""),
-                    flush=True,
-                )
-                meta["load_after"] = load_average()
-                write_table(rows, out, command, meta, args.gpu_tflops)
+                flops.update(step_flops(task, preset, size, chunk_check=check))
+                flops["chunk_steps"] = args.chunk_check
+                for n in [None] if args.flops_only else args.seeds:
+                    row = dict(flops, seeds=n or 1)
+                    if n is not None:
+                        row.update(measure(task, preset, size, n, args.timed_steps))
+                    rows.append(row)
+                    print(
+                        f"{task} {preset} {size} seeds={n}: {row['total'] / 1e6:.1f} MFLOP/step"
+                        + (f", {row['ms_per_step']:.0f} ms/step" if "ms_per_step" in row else ""),
+                        flush=True,
+                    )
+                    meta["load_after"] = load_average()
+                    write_table(rows, out, command, meta, args.gpu_tflops)
     print(f"wrote {out} ({(time.perf_counter() - start) / 60:.1f} min)")
 
 
