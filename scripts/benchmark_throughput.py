@@ -29,6 +29,7 @@ machine it runs on instead (meant for a GPU; under 10 minutes) and writes its ow
 import argparse
 import dataclasses
 import datetime
+import math
 import os
 import pathlib
 import platform
@@ -97,6 +98,52 @@ def xla_flops(fn, *args) -> float:
     return float(analysis.get("flops", 0.0))
 
 
+ELEMENTWISE = frozenset(
+    "add sub mul div max min neg exp exp2 log log1p expm1 tanh logistic sqrt rsqrt pow "
+    "integer_pow square abs sign erf sin cos atan2".split()
+)
+REDUCTIONS = frozenset("reduce_sum reduce_max reduce_min cumsum cummax".split())
+
+
+def jaxpr_flops(jaxpr, trip_counts: bool = True) -> float:
+    """FLOPs of a jaxpr counted from its equations: 2 x M x N x K per `dot_general`, one per
+    element of arithmetic and reductions; a `scan` body counts `length` times (once with
+    `trip_counts=False`, which is how XLA's cost analysis counts it), a `cond` its costliest
+    branch, a `while` body once (its trip count is not static)."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name, params = eqn.primitive.name, eqn.params
+        if name == "dot_general":
+            (contract, _), _ = params["dimension_numbers"]
+            k = math.prod(eqn.invars[0].aval.shape[d] for d in contract)
+            total += 2 * k * math.prod(eqn.outvars[0].aval.shape)
+        elif name == "scan":
+            total += (params["length"] if trip_counts else 1) * jaxpr_flops(
+                params["jaxpr"], trip_counts
+            )
+        elif name == "cond":
+            total += max(jaxpr_flops(b, trip_counts) for b in params["branches"])
+        elif name == "while":
+            total += jaxpr_flops(params["body_jaxpr"], trip_counts)
+        elif any(k in params for k in ("jaxpr", "call_jaxpr", "fun_jaxpr")):
+            sub = next(params[k] for k in ("jaxpr", "call_jaxpr", "fun_jaxpr") if k in params)
+            total += jaxpr_flops(sub, trip_counts)
+        elif name in ELEMENTWISE:
+            total += math.prod(eqn.outvars[0].aval.shape)
+        elif name in REDUCTIONS:
+            total += math.prod(eqn.invars[0].aval.shape)
+    return total
+
+
+def count_flops(fn, *args, xla: bool = True) -> dict[str, float]:
+    """`flops` (jaxpr, scans x trip count), `once` (jaxpr, scan bodies once) and `xla`."""
+    jaxpr = eqx.filter_make_jaxpr(fn)(*args)[0]
+    out = {"flops": jaxpr_flops(jaxpr), "once": jaxpr_flops(jaxpr, trip_counts=False)}
+    out["xla"] = xla_flops(fn, *args) if xla else float("nan")
+    return out
+
+
 def _batch(cfg, key) -> Batch:
     h, b, o, a = cfg.planner.horizon, cfg.batch_size, cfg.obs_dim, cfg.action_dim
     k = jr.split(key, 5)
@@ -117,50 +164,58 @@ def step_flops(
     *,
     chunk_check: int = 0,
     parts: tuple[str, ...] = ("plan", "update", "reanalyze"),
+    xla: bool = True,
     **overrides,
 ) -> dict[str, float]:
     """FLOPs of one agent step of one seed: plan, update, reanalyze (per call and amortised).
 
-    With `chunk_check` = N > 1 it also analyses the whole training chunk of 1 and of N steps
-    (`chunk_1`, `chunk_n`) to show how XLA counts the scan. `parts` not listed count 0.
+    `plan`, `update`, `reanalyze_call`, `reanalyze` (amortised) and `total` count every scan
+    iteration (`jaxpr_flops`); `xla_*` are XLA's cost analysis of the same compiled functions
+    (scan bodies once) and `once_*` the jaxpr count with scan bodies once, to check the two
+    agree. With `chunk_check` = N > 1 it also runs XLA's cost analysis on the whole training
+    chunk of 1 and of N steps (`chunk_1`, `chunk_n`). `parts` not listed count 0.
     """
     cfg, schedule, env = build(task, preset, size, 1, 8, **overrides)
     agent = init_agent(cfg, key=jr.key(0))
     key = jr.key(1)
-    obs = jnp.zeros(cfg.obs_dim)
-    warm = jnp.zeros((cfg.planner.horizon, cfg.action_dim))
-    plan = upd = re = 0.0
+    zero = {"flops": 0.0, "once": 0.0, "xla": 0.0}
+    counts = {"plan": zero, "update": zero, "reanalyze_call": zero}
     if "plan" in parts:
-        plan = xla_flops(
+        counts["plan"] = count_flops(
             lambda ag, o, w, k: act(ag, o, w, cfg=cfg, eval_mode=False, key=k),
             agent,
-            obs,
-            warm,
+            jnp.zeros(cfg.obs_dim),
+            jnp.zeros((cfg.planner.horizon, cfg.action_dim)),
             key,
+            xla=xla,
         )
     if "update" in parts:
-        upd = xla_flops(
-            lambda ag, b, k: update(ag, b, cfg=cfg, key=k), agent, _batch(cfg, jr.key(2)), key
+        counts["update"] = count_flops(
+            lambda ag, b, k: update(ag, b, cfg=cfg, key=k),
+            agent,
+            _batch(cfg, jr.key(2)),
+            key,
+            xla=xla,
         )
     if "reanalyze" in parts and schedule.reanalyze_interval > 0:
         n = schedule.reanalyze_batch * cfg.planner.horizon
-        z = jnp.zeros((n, cfg.model.latent_dim))
-        re = xla_flops(
+        counts["reanalyze_call"] = count_flops(
             lambda nets, zz, k: reanalyze(nets, zz, cfg=cfg.planner, discount=cfg.discount, key=k),
             agent.nets,
-            z,
+            jnp.zeros((n, cfg.model.latent_dim)),
             key,
+            xla=xla,
         )
-    amortised = re / schedule.reanalyze_interval if schedule.reanalyze_interval else 0.0
+    every = schedule.reanalyze_interval
     nets = agent.nets
-    out = {
-        "plan": plan,
-        "update": upd,
-        "reanalyze_call": re,
-        "reanalyze": amortised,
-        "total": plan + upd + amortised,
-        "params": count_params((nets.encoder, nets.dynamics, nets.reward, nets.policy, nets.q)),
-    }
+    out = {"params": count_params((nets.encoder, nets.dynamics, nets.reward, nets.policy, nets.q))}
+    for prefix, field in (("", "flops"), ("xla_", "xla"), ("once_", "once")):
+        for part, c in counts.items():
+            out[prefix + part] = c[field]
+        out[prefix + "reanalyze"] = out[prefix + "reanalyze_call"] / every if every else 0.0
+        out[prefix + "total"] = (
+            out[prefix + "plan"] + out[prefix + "update"] + out[prefix + "reanalyze"]
+        )
     if chunk_check > 1:
         state = init_loop(cfg, schedule, env, seed_keys(0, 1))
         for n in (1, chunk_check):
@@ -250,9 +305,12 @@ def write_table(
         f"(1/5/15 min) before {meta['load_before']}, after {meta['load_after']}.",
         f"Measured float32 matmul throughput (2048 x 2048 `jnp.dot`): **{peak:.0f} GFLOP/s**.",
         "",
-        "FLOPs are XLA's cost analysis of the compiled functions, one seed, in MFLOP per agent step:",
-        "plan (encode + MPPI), update, lazy reanalyze amortised over its interval (per call in",
-        "brackets). ms/step: wall time of one agent step of the whole compiled loop (all seeds).",
+        "FLOPs of one agent step of one seed, in MFLOP: plan (encode + MPPI), update, lazy",
+        "reanalyze amortised over its interval (per call in brackets), counted from the traced",
+        "program with every scan iteration (MPPI iterations, horizon rollouts). 'XLA (bodies",
+        "once)': XLA's cost analysis of the same compiled functions, which counts each scan",
+        "body once; 'jaxpr (once)': our count with scan bodies once, which should match it.",
+        "ms/step: wall time of one agent step of the whole compiled loop (all seeds).",
         "Achieved = seeds x total FLOPs x steps/s; '% matmul' = achieved / the measured matmul",
         "rate.",
     ]
@@ -266,8 +324,9 @@ def write_table(
     lines += [
         "",
         "| task | preset | size | seeds | params | plan | update | reanalyze (per call) | total MFLOP "
-        "| ms/step | achieved GFLOP/s | % matmul |" + proj_head,
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if on_cpu else ""),
+        "| XLA (bodies once) | jaxpr (once) | ms/step | achieved GFLOP/s | % matmul |" + proj_head,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        + ("---:|" if on_cpu else ""),
     ]
     for r in rows:
         ms, seeds = r.get("ms_per_step"), r.get("seeds", 1)
@@ -282,6 +341,8 @@ def write_table(
             f"{r['update'] / 1e6:.1f}",
             f"{r['reanalyze'] / 1e6:.1f} ({r['reanalyze_call'] / 1e6:.0f})",
             f"{r['total'] / 1e6:.1f}",
+            f"{r['xla_total'] / 1e6:.1f}",
+            f"{r['once_total'] / 1e6:.1f}",
             "—" if ms is None else f"{ms:.0f}",
             "—" if achieved is None else f"{achieved:.1f}",
             "—" if achieved is None else f"{100 * achieved / peak:.0f}%",
@@ -296,14 +357,14 @@ def write_table(
             "How XLA counts the scan: the whole training chunk (one seed) analysed at 1 and at N",
             "agent steps, MFLOP:",
             "",
-            "| task | preset | size | chunk 1 | chunk N | N | (N - 1) x sum above |",
+            "| task | preset | size | chunk 1 | chunk N | N | XLA: plan + update + reanalyze call |",
             "|---|---|---|---:|---:|---:|---:|",
         ]
         for r in checks:
             lines.append(
                 f"| {r['task']} | {r['preset']} | {r['size']} | {r['chunk_1'] / 1e6:.1f} "
                 f"| {r['chunk_n'] / 1e6:.1f} | {r['chunk_steps']} "
-                f"| {(r['chunk_steps'] - 1) * r['total'] / 1e6:.1f} |"
+                f"| {(r['xla_plan'] + r['xla_update'] + r['xla_reanalyze_call']) / 1e6:.1f} |"
             )
     if meta.get("notes"):
         lines += ["", meta["notes"]]
@@ -325,6 +386,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds in the loop")
     parser.add_argument("--timed-steps", type=int, default=10)
     parser.add_argument("--flops-only", action="store_true", help="no timings")
+    parser.add_argument(
+        "--no-xla", action="store_true", help="skip XLA's cost analysis (no compilation)"
+    )
     parser.add_argument(
         "--chunk-check", type=int, default=4, help="also analyse chunks of 1 and N steps (0: off)"
     )
@@ -382,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 flops = {"task": task, "preset": preset, "size": size}
                 check = args.chunk_check if not rows else 0  # once: it compiles the chunk twice
-                flops.update(step_flops(task, preset, size, chunk_check=check))
+                flops.update(step_flops(task, preset, size, chunk_check=check, xla=not args.no_xla))
                 flops["chunk_steps"] = args.chunk_check
                 for n in [None] if args.flops_only else args.seeds:
                     row = dict(flops, seeds=n or 1)

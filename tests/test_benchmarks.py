@@ -30,12 +30,21 @@ def peer():
 
 
 def test_xla_flops_counts_a_matmul(throughput):
+    import jax
     import jax.numpy as jnp
 
     dot = lambda a, b: a @ b
     small = throughput.xla_flops(dot, jnp.ones((8, 16)), jnp.ones((16, 4)))
     assert small == pytest.approx(2 * 8 * 16 * 4, rel=0.1)
     assert throughput.xla_flops(dot, jnp.ones((8, 32)), jnp.ones((32, 4))) > 1.9 * small
+
+    # A scan of 5 matmuls: XLA counts the body once, the jaxpr count 5 times.
+    def looped(w, x):
+        return jax.lax.scan(lambda h, _: (jnp.tanh(w @ h), None), x, None, length=5)[0]
+
+    counts = throughput.count_flops(looped, jnp.ones((16, 16)), jnp.ones(16))
+    assert counts["once"] == pytest.approx(counts["xla"], rel=0.2)
+    assert counts["flops"] == pytest.approx(5 * counts["once"])
 
 
 @pytest.mark.slow  # three planner compilations (about a minute on 2 idle cores)
@@ -45,6 +54,9 @@ def test_plan_flops_grow_with_size_and_samples(throughput):
     )
     tiny = plan("tiny", **{"planner.num_samples": 64, "planner.num_elites": 16})
     assert tiny["plan"] > 0 and tiny["update"] == 0 and tiny["total"] == tiny["plan"]
+    # XLA counts each scan body once; so does the jaxpr count with trip counts off.
+    assert tiny["xla_plan"] == pytest.approx(tiny["once_plan"], rel=0.1)
+    assert tiny["plan"] > 2 * tiny["xla_plan"]
     more = plan("tiny", **{"planner.num_samples": 128, "planner.num_elites": 16})
     assert more["plan"] > 1.5 * tiny["plan"]
     bigger = plan("1m", **{"planner.num_samples": 64, "planner.num_elites": 16})
@@ -63,13 +75,13 @@ def test_step_flops_add_up_and_reanalyze_is_amortised(throughput):
 def test_throughput_table_from_fake_rows(throughput, tmp_path):
     row = dict(task="jax/pendulum", preset="pompc", size="tiny", params=1000, plan=2e7)
     row.update(update=4e8, reanalyze_call=1e9, reanalyze=1e8, total=5.2e8, ms_per_step=100.0)
-    row.update(seeds=1)
+    row.update(seeds=1, xla_total=3e8, once_total=3.1e8)
     meta = dict(date="d", device="CPU (x)", load_before="1", load_after="2", matmul_gflops=52.0)
     out = tmp_path / "t.md"
     text = throughput.write_table([row], out, "python scripts/benchmark_throughput.py", meta, 18)
     assert out.read_text() == text
     # 520 MFLOP in 0.1 s = 5.2 GFLOP/s = 10% of 52; 18 TFLOP/s / 520 MFLOP = 34,615 steps/s
-    assert "| 520.0 | 100 | 5.2 | 10% | 34,615 |" in text
+    assert "| 520.0 | 300.0 | 310.0 | 100 | 5.2 | 10% | 34,615 |" in text
 
 
 def test_peer_report_on_fake_measurements(peer, tmp_path):
