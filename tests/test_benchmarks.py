@@ -76,7 +76,9 @@ def test_throughput_table_from_fake_rows(throughput, tmp_path):
     row = dict(task="jax/pendulum", preset="pompc", size="tiny", params=1000, plan=2e7)
     row.update(update=4e8, reanalyze_call=1e9, reanalyze=1e8, total=5.2e8, ms_per_step=100.0)
     row.update(seeds=1, xla_total=3e8, once_total=3.1e8)
-    meta = dict(date="d", device="CPU (x)", load_before="1", load_after="2", matmul_gflops=52.0)
+    meta = dict(
+        date="d", device="CPU (x)", load_before="1", load_after="2", matmul_gflops=(30.0, 52.0)
+    )
     out = tmp_path / "t.md"
     text = throughput.write_table([row], out, "python scripts/benchmark_throughput.py", meta, 18)
     assert out.read_text() == text
