@@ -33,6 +33,7 @@ import csv
 import dataclasses
 import datetime
 import json
+import math
 import os
 import pathlib
 import platform
@@ -325,7 +326,7 @@ def run_ours(preset: str, config: str, args) -> Result:
     cmd = [
         sys.executable, str(REPO / "scripts" / "train.py"), preset, "--task", TASK,
         "--num-seeds", "1", "--seed-steps", str(seed), "--steps", str(total),
-        "--chunk-steps", str(math_gcd(seed, chunk)), "--eval-every", str(total),
+        "--chunk-steps", str(math.gcd(seed, chunk)), "--eval-every", str(total),
         "--checkpoint-every", str(total), "--eval-episodes", "1", "--no-aim", "--no-progress",
         "--run-dir", str(run_dir / "run"), *CONFIGS[config]["ours"],
     ]  # fmt: skip
@@ -383,12 +384,6 @@ def run_ours(preset: str, config: str, args) -> Result:
     if not args.keep_runs:
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
-
-
-def math_gcd(a: int, b: int) -> int:
-    import math
-
-    return math.gcd(a, b)
 
 
 def read_rows(path: pathlib.Path) -> list[dict]:
