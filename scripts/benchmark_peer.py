@@ -194,8 +194,24 @@ for step in range(total):
         times.append(time.perf_counter() - tick)
 jax.block_until_ready(agent)
 seconds = time.perf_counter() - start
+flops = None
+if args.get("flops"):  # FLOPs of one plan (encode + MPPI) and one update, as ours are counted
+    exec(args["flops"])
+    def _plan(ag, o, kk):
+        z = ag.model.encode(o, ag.model.encoder.params, key=kk)
+        shape = (1, ag.horizon, ag.model.action_dim)
+        warm = (jnp.zeros(shape), jnp.full(shape, ag.max_plan_std))
+        return ag.plan(z=z, prev_plan=warm, train=True, key=kk)
+    b = replay_buffer.sample(agent.batch_size, agent.horizon)
+    def _update(ag, kk):
+        return ag.update(observations=b["observation"], actions=b["action"],
+                         rewards=b["reward"], next_observations=b["next_observation"],
+                         terminated=b["terminated"], truncated=b["truncated"], key=kk)
+    key0 = jax.random.PRNGKey(0)
+    flops = dict(plan=jaxpr_flops(jax.make_jaxpr(_plan)(agent, observation, key0)),
+                 update=jaxpr_flops(jax.make_jaxpr(_update)(agent, key0)))
 print("BENCH " + json.dumps(dict(
-    params=int(params), steps=timed, seconds=seconds, first_planned_end=first_planned_end,
+    params=int(params), flops=flops, steps=timed, seconds=seconds, first_planned_end=first_planned_end,
     step_times=times, versions={m: sys.modules[m].__version__ for m in ("jax", "flax")})),
     flush=True)
 """
@@ -212,6 +228,7 @@ class Result:
     params: int | None = None
     load: tuple[float, float] | None = None  # mean other-process cores, max
     note: str = ""
+    flops: float | None = None  # plan + update of one agent step (`--flops`)
 
 
 class LoadSampler:
@@ -394,6 +411,30 @@ def read_rows(path: pathlib.Path) -> list[dict]:
     return [r for r in rows if r.get("steps_per_second")]
 
 
+def flops_source() -> str:
+    """The source of `benchmark_throughput.jaxpr_flops` (and its tables), for the peer's side."""
+    import inspect
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark_throughput as bt
+
+    tables = f"ELEMENTWISE = {set(bt.ELEMENTWISE)!r}\nREDUCTIONS = {set(bt.REDUCTIONS)!r}\n"
+    return "import math\n" + tables + inspect.getsource(bt.jaxpr_flops)
+
+
+def our_flops(preset: str, config: str) -> float:
+    """Plan + update FLOPs of one agent step (the reanalyze of bmpc/pompc not included)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark_throughput as bt
+
+    flags = CONFIGS[config]["ours"]
+    values = dict(zip(flags[::2], flags[1::2]))
+    size = values.pop("--model-size")
+    overrides = {k.removeprefix("--").replace("-", "_"): int(v) for k, v in values.items()}
+    r = bt.step_flops(TASK, preset, size, parts=("plan", "update"), xla=False, **overrides)
+    return r["total"]
+
+
 def run_peer(config: str, args) -> Result:
     result = Result("peer", "tdmpc2-jax", config)
     if args.peer_dir is None:
@@ -415,6 +456,7 @@ def run_peer(config: str, args) -> Result:
         pretrain_updates=args.seed_steps,
         steps=timed,
         warmup=args.peer_warmup,
+        flops=flops_source() if args.flops else None,
         buffer_size=100_000,
     )
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
@@ -454,6 +496,8 @@ def run_peer(config: str, args) -> Result:
     result.timed_steps = data["steps"]
     result.cold_start_s = data["first_planned_end"] - launched
     result.params = data["params"]
+    if data.get("flops"):
+        result.flops = data["flops"]["plan"] + data["flops"]["update"]
     return result
 
 
@@ -496,8 +540,8 @@ def write_report(results: list[Result], out: pathlib.Path, command: str, meta: d
         "",
         "| configuration | side | preset | params (h, d, R, pi, Q) | agent steps/s "
         "| vs peer | timed steps | cold start to 1st planned step [s] "
-        "| other load, mean / max [cores] | note |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---|",
+        "| other load, mean / max [cores] | plan + update GFLOP/step | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in results:
         ref = peer.get(r.config)
@@ -510,7 +554,8 @@ def write_report(results: list[Result], out: pathlib.Path, command: str, meta: d
         lines.append(
             f"| {r.config} | {r.side} | {r.preset} | {fmt(r.params, ',')} "
             f"| {fmt(r.steps_per_s, '.2f')} | {ratio} | {r.timed_steps or '—'} "
-            f"| {fmt(r.cold_start_s, '.1f')} | {load} | {r.note} |"
+            f"| {fmt(r.cold_start_s, '.1f')} | {load} "
+            f"| {fmt(None if r.flops is None else r.flops / 1e9, '.2f')} | {r.note} |"
         )
     lines += ["", "## Against the targets", ""]
     for config, target in (("5m", 1.0), ("small", 1.5)):
@@ -583,6 +628,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="peer planned steps not timed (its act compiles again once prev_plan exists)",
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
+    parser.add_argument(
+        "--flops",
+        action="store_true",
+        help="also count plan + update FLOPs per agent step on both sides (tracing only)",
+    )
     parser.add_argument("--keep-runs", action="store_true", help="keep our run directories")
     parser.add_argument("--out", type=pathlib.Path, default=REPO / "docs/results/peer.md")
     parser.add_argument("--notes", type=pathlib.Path, default=None, help="markdown to append")
@@ -611,8 +661,10 @@ def main(argv: list[str] | None = None) -> None:
             r = run_ours(preset, config, args)
             try:
                 r.params = count_ours(preset, config)
-            except Exception as err:  # the count is informative only
-                r.note += f" (params not counted: {err})"
+                if args.flops:
+                    r.flops = our_flops(preset, config)
+            except Exception as err:  # the counts are informative only
+                r.note += f" (not counted: {err})"
             print(f"ours {preset} {config}: {r}", flush=True)
             results.append(r)
             meta["load_after"] = load_average()  # the page is rewritten after every row
