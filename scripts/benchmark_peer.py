@@ -24,6 +24,11 @@ not part of this repository: install it in its own virtual environment
 
     python scripts/benchmark_peer.py --peer-dir ../tdmpc2-jax --peer-python ../peer-venv/bin/python
 
+With the defaults (both configurations; tdmpc2, bmpc and pompc on our side) it should take about
+15-20 minutes on an idle 2-core CPU (an estimate from single runs; under load much longer).
+`--flops` adds the plan + update FLOPs of one agent step on both sides (the same jaxpr count
+as `scripts/benchmark_throughput.py`, tracing only).
+
 Writes `docs/results/peer.md` (the command, the machine, the load, the table). Without
 `--peer-dir` (or if the peer fails) the peer's rows say "not run" and why.
 """
