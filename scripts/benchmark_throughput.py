@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     for task in args.tasks:
         for preset in args.presets:
             for size in args.sizes:
-                if args.device_check and time.perf_counter() - start > args.budget_s:
+                if args.device_check and rows and time.perf_counter() - start > args.budget_s:
                     print(f"budget spent; skipping {task} {preset} {size}", flush=True)
                     continue
                 flops = {"task": task, "preset": preset, "size": size}
