@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from pompc_eqx.agent import Batch, init_agent, update
+from pompc_eqx.agent import init_agent, update
+from pompc_eqx.buffer import Batch
 from pompc_eqx.config import MODEL_SIZES
 from pompc_eqx.planner import plan
 from pompc_eqx.presets import PRESETS
