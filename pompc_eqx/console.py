@@ -183,7 +183,7 @@ class ConsoleLogger(AbstractLogger):
 
 def final_report(returns: np.ndarray | None, seeds: list[int], seconds: float, run_dir: Any) -> str:
     """The end-of-run summary: final eval mean ± CI and per seed, wall time, next commands."""
-    from .results import mean_ci  # scipy: imported only at the end of a run
+    from .stats import mean_ci  # scipy: imported only at the end of a run
 
     lines = [f"done in {seconds / 60:.1f} min: {run_dir}"]
     if returns is not None:

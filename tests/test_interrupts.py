@@ -73,8 +73,8 @@ def test_sigterm_mid_window_then_resume_is_bit_identical(tmp_path, monkeypatch):
     full = run(cfg)
     check = driver.check_finite
 
-    def terminate_after_step_24(metrics, first_step, seeds):
-        check(metrics, first_step, seeds)
+    def terminate_after_step_24(metrics, first_step, seeds, skipped_in_burst):
+        check(metrics, first_step, seeds, skipped_in_burst)
         if first_step == CHUNK:  # the call over steps 16..24, inside the second window
             signal.raise_signal(signal.SIGTERM)
 

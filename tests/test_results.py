@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_training import SMALL_FLAGS
 
-from pompc_eqx.analysis.curves import eval_curve, mean_ci, variant_label
+from pompc_eqx.analysis.curves import eval_curve, variant_label
 from pompc_eqx.analysis.pages import (
     add_page_arguments,
     git_commit,
@@ -21,6 +21,7 @@ from pompc_eqx.analysis.pages import (
     write_page,
 )
 from pompc_eqx.analysis.tables import eval_table, final_table, train_metric_table
+from pompc_eqx.stats import mean_ci
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -11,7 +11,6 @@ import math
 import pathlib
 
 import numpy as np
-from scipy import stats
 
 from pompc_eqx.config import PlannerConfig
 
@@ -110,14 +109,3 @@ def _curve(rows: list[dict], column: str, label: str) -> Curve:
     observed = (float(raw.min()), float(raw.max())) if raw.size else (math.nan, math.nan)
     env_steps = np.array([env_of[s] for s in steps])
     return Curve(label, np.array(steps), env_steps, seeds, values, observed)
-
-
-def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Mean over seeds and the half-width of its Student-t confidence interval."""
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return math.nan, math.nan
-    if values.size == 1:
-        return float(values[0]), math.nan
-    sem = values.std(ddof=1) / math.sqrt(values.size)
-    return float(values.mean()), float(stats.t.ppf(0.5 + confidence / 2, values.size - 1) * sem)

@@ -12,7 +12,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from pompc_eqx.analysis.curves import Curve, mean_ci
+from pompc_eqx.analysis.curves import Curve
+from pompc_eqx.stats import mean_ci
 
 
 MIN_SEEDS_FOR_INTERVAL = 3

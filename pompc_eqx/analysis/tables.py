@@ -6,7 +6,8 @@ import pathlib
 
 import numpy as np
 
-from pompc_eqx.analysis.curves import Curve, mean_ci, read_config, train_curve, variant_label
+from pompc_eqx.analysis.curves import Curve, read_config, train_curve, variant_label
+from pompc_eqx.stats import mean_ci
 
 
 def final_table(curves: list[Curve], task: str) -> str:

@@ -30,7 +30,7 @@ class KLWithQ(AbstractObjectiveWithoutCritic):
     def policy_loss(self, policy, nets, zs, batch, loss, *, key):
         n = zs.shape[0]
         draw = draw_policy(policy, zs, key=key)
-        q = policy_q(draw, nets.q, nets.two_hot, zs)
+        q = policy_q(draw, nets.value.heads, nets.two_hot, zs)
         prior = self.prior.dists(zs, batch.plan_mean[:n], batch.plan_std[:n])
         kl, kl_metrics = policy_kl(draw, prior, loss.kl_reduction)
         scale_q = self.scale_q.update(q[0], loss.scale_tau)
