@@ -111,10 +111,18 @@ def test_a_run_directory_has_one_owner(tmp_path):
     lock(tmp_path).close()
 
 
+def _own_cache(cwd) -> dict[str, str]:
+    """The environment of a child this test may kill: its own compile cache. JAX writes cache
+    entries in place, so a child killed mid-write can leave a truncated entry, which would
+    crash whichever process of the suite reads it next."""
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(pathlib.Path(cwd) / "xla-cache")}
+
+
 def _train(*args, cwd) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
         cwd=cwd,
+        env=_own_cache(cwd),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -168,6 +176,7 @@ def test_cli_stops_on_a_signal_with_a_checkpoint_and_resumes(signum, tmp_path):
             str(end),
         ],
         cwd=tmp_path,
+        env=_own_cache(tmp_path),
         capture_output=True,
         text=True,
         timeout=600,
