@@ -18,14 +18,21 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-    """One persistent XLA cache for the session and its subprocesses: tests that build the
-    same program (e.g. the CLI smoke run and the resume test) compile it once."""
+    """One persistent XLA cache for the test subprocesses (CLI runs): runs that build the same
+    program compile it once. The long-lived test process itself does not use it: with it, the
+    suite process aborted twice inside JAX's cache read/write (compilation_cache.py) after
+    hundreds of compiles; each CLI run is a fresh process and keeps the cache."""
     path = str(tmp_path_factory.mktemp("xla-cache"))
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_compilation_cache_dir", None)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1.0"
-    yield path
+    # cli.main turns the cache on for its process; in this process it stays off. (Imported
+    # here, not at the top: the package must be imported after jaxtyping's import hook.)
+    import pompc_eqx.cli
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pompc_eqx.cli, "use_compile_cache", lambda directory: None)
+        yield path
 
 
 @pytest.fixture
