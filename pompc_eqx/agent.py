@@ -172,14 +172,6 @@ def policy_action(agent: AgentState, obs: Float[Array, " obs"]) -> Float[Array, 
     return agent.nets.policy(agent.nets.encode(obs)).mean_action()
 
 
-def q_value(
-    agent: AgentState, obs: Float[Array, " obs"], action: Float[Array, " action"]
-) -> Float[Array, ""]:
-    """Q(h(obs), action): the mean of all heads, no dropout (a diagnostic read-out)."""
-    nets = agent.nets
-    return nets.value.value(nets.two_hot, nets.encode(obs), action)
-
-
 def td_targets(
     state: AgentState,
     batch: Batch,

@@ -182,7 +182,7 @@ class Trainer:
         - `compiled`: the result of `compile_evaluate` (default: compiled on first use).
         """
         evaluate = compiled or self._evaluate
-        return np.asarray(evaluate(state.seeds.agent, self._eval_keys(int(state.step))).returns)
+        return np.asarray(evaluate(state.seeds.agent, self._eval_keys(int(state.step))))
 
 
 def _usable_devices(num_seeds: int) -> list:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Bool, Float, Int, Key, PyTree
 
-from .agent import AgentState, act, init_agent, policy_action, q_value, update
+from .agent import AgentState, act, init_agent, policy_action, update
 from .buffer import ReplayBuffer, Transition
 from .config import AgentConfig
 from .envs.base import AbstractEnv
@@ -296,22 +296,9 @@ class EpisodeCarry(eqx.Module):
     obs: Float[Array, "seed obs"]
     warm_start: Float[Array, "seed horizon action"]
     episode_return: Float[Array, " seed"]
-    discounted_return: Float[Array, " seed"]
-    q_estimate: Float[Array, " seed"]
     finished: Bool[Array, " seed"]
     t: Int[Array, ""]
     key: Key[Array, " seed"]
-
-
-class EvalResult(eqx.Module):
-    """Evaluation episodes of every seed."""
-
-    returns: Float[Array, "seed episode"]
-    """Undiscounted episode returns (what `eval.csv` holds)."""
-    discounted_returns: Float[Array, "seed episode"]
-    """sum_t gamma^t r_t with the training discount: what Q at the first state estimates."""
-    q_estimates: Float[Array, "seed episode"]
-    """Q(z_0, a_0) at each episode's first state and action (mean of all heads, no dropout)."""
 
 
 def _eval_action(agent: AgentState, obs, warm, key, cfg: AgentConfig, policy_only: bool):
@@ -331,55 +318,40 @@ def _eval_step(
     action, warm = eqx.filter_vmap(lambda *xs: _eval_action(*xs, cfg, policy_only))(
         agents, carry.obs, carry.warm_start, step_keys
     )
-    q_now = eqx.filter_vmap(q_value)(agents, carry.obs, action)
     env_state, ts = env.step(carry.env_state, action)
-    reward = jnp.where(carry.finished, 0.0, ts.reward)
+    episode_return = carry.episode_return + jnp.where(carry.finished, 0.0, ts.reward)
     return EpisodeCarry(
-        env_state=env_state,
-        obs=ts.obs,
-        warm_start=warm,
-        episode_return=carry.episode_return + reward,
-        discounted_return=carry.discounted_return + cfg.discount**carry.t * reward,
-        q_estimate=jnp.where(carry.t == 0, q_now, carry.q_estimate),
-        finished=carry.finished | ts.done,
-        t=carry.t + 1,
-        key=key,
+        env_state, ts.obs, warm, episode_return, carry.finished | ts.done, carry.t + 1, key
     )
 
 
 def make_evaluate(
     cfg: AgentConfig, env: AbstractEnv, num_episodes: int, *, policy_only: bool = False
 ):
-    """A pure function `(agents, keys) -> EvalResult` of `num_episodes` full episodes per seed on
-    `env` (separate from the training env): with the planner in eval mode (no sigma_0 noise),
-    or with `policy_only` the sampling policy's mean action (BMPC's `eval_pi`)."""
+    """A pure function `(agents, keys) -> returns (seed, episode)` of full episodes on `env`
+    (separate from the training env): the planner in eval mode (no sigma_0 noise), or with
+    `policy_only` the sampling policy's mean action (BMPC's `eval_pi`)."""
     horizon, action_dim = cfg.planner.horizon, cfg.action_dim
     max_len = env.spec.episode_length
 
-    def episode(agents: AgentState, keys: Key[Array, " seed"]) -> EpisodeCarry:
+    def episode(agents: AgentState, keys: Key[Array, " seed"]) -> Float[Array, " seed"]:
         num = keys.shape[0]
         reset_keys, plan_keys = _split2(keys)
         env_state, obs = env.reset(reset_keys)
-        zeros = jnp.zeros((num,))
         init = EpisodeCarry(
-            env_state, obs, jnp.zeros((num, horizon, action_dim)), zeros, zeros, zeros,
+            env_state, obs, jnp.zeros((num, horizon, action_dim)), jnp.zeros((num,)),
             jnp.zeros((num,), bool), jnp.zeros((), jnp.int32), plan_keys,
         )  # fmt: skip
         running = lambda c: (c.t < max_len) & ~jnp.all(c.finished)
         step = lambda c: _eval_step(c, agents, env, cfg, policy_only)
-        return jax.lax.while_loop(running, step, init)
+        return jax.lax.while_loop(running, step, init).episode_return
 
-    def evaluate(agents: AgentState, keys: Key[Array, " seed"]) -> EvalResult:
+    def evaluate(agents: AgentState, keys: Key[Array, " seed"]) -> Float[Array, "seed episode"]:
         episode_keys = jax.vmap(lambda k: jr.split(k, num_episodes))(keys)  # (seed, episode)
-        _, ends = jax.lax.scan(
+        _, returns = jax.lax.scan(
             lambda _, ks: (None, episode(agents, ks)), None, jnp.swapaxes(episode_keys, 0, 1)
         )
-        seed_major = lambda x: jnp.swapaxes(x, 0, 1)
-        return EvalResult(
-            seed_major(ends.episode_return),
-            seed_major(ends.discounted_return),
-            seed_major(ends.q_estimate),
-        )
+        return jnp.swapaxes(returns, 0, 1)
 
     return evaluate
 

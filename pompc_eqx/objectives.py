@@ -40,7 +40,6 @@ from .world_model import Networks, PolicyNet, make_q_ensemble, pair_min
 
 
 PolicyLoss = tuple[Float[Array, ""], tuple["AbstractPolicyObjective", Metrics]]
-_ONE = 1.0
 
 
 def _const(x: float) -> Float[Array, ""]:
@@ -169,8 +168,8 @@ class MaxQ(AbstractObjectiveWithoutCritic):
     def report(self) -> Metrics:
         return {
             "s_q": self.scale_q.value,
-            "s_kl": _const(_ONE),
-            "s_p": _const(_ONE),
+            "s_kl": _const(1.0),
+            "s_p": _const(1.0),
             "lam": _const(0.0),
         }
 
@@ -192,14 +191,14 @@ class KLOnly(AbstractObjectiveWithoutCritic):
         prior = self.prior.dists(zs, batch.plan_mean[:n], batch.plan_std[:n])
         kl, kl_metrics = policy_kl(draw, prior, loss.kl_reduction)
         scale_kl = self.scale_kl.update(kl[0], loss.scale_tau)
-        per_step = -loss.entropy_coef * draw.scaled_entropy + _ONE * kl / scale_kl.value
+        per_step = -loss.entropy_coef * draw.scaled_entropy + kl / scale_kl.value
         value = weighted_over_time(per_step, loss.rho)
         metrics = {**draw.metrics(), **kl_metrics, "pi_loss": value}
         return value, (KLOnly(self.prior, scale_kl), metrics)
 
     def report(self) -> Metrics:
         return {
-            "s_q": _const(_ONE),
+            "s_q": _const(1.0),
             "s_kl": self.scale_kl.value,
             "s_p": self.prior.scale_value(),
             "lam": _const(math.inf),

@@ -132,12 +132,6 @@ class AbstractValueFunction(eqx.Module):
         """The TD target of the value loss, computed with this (target) value function and the
         online networks `nets`; `a_next ~ pi_s(z_next)`, `bootstrap = gamma (1 - terminated)`."""
 
-    def value(
-        self, two_hot: TwoHot, z: Float[Array, " latent"], a: Float[Array, " action"]
-    ) -> Float[Array, ""]:
-        """The mean of all heads, no dropout (a diagnostic read-out)."""
-        return jnp.mean(jax.vmap(two_hot.decode)(self.heads(self.inputs(z, a))))
-
 
 class QFunction(AbstractValueFunction):
     """TD-MPC2's Q(z, a) ensemble: bootstrap with a random pair's mean at a~ ~ pi_s(z_H), TD

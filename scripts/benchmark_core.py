@@ -72,15 +72,19 @@ def timed(fn, repeats: int) -> tuple[float, float, float]:
     return first, statistics.median(times), min(times)
 
 
-def random_batch(key, horizon: int, batch_size: int) -> Batch:
+def random_batch(
+    key, horizon: int, batch_size: int, obs_dim: int = OBS_DIM, action_dim: int = ACTION_DIM
+) -> Batch:
+    """A batch of random transitions with planner statistics in their valid ranges."""
+    h, b, o, a = horizon, batch_size, obs_dim, action_dim
     k = jr.split(key, 5)
     return Batch(
-        obs=jr.normal(k[0], (horizon + 1, batch_size, OBS_DIM)),
-        action=jr.uniform(k[1], (horizon, batch_size, ACTION_DIM), minval=-1, maxval=1),
-        reward=jr.uniform(k[2], (horizon, batch_size)),
-        terminated=jnp.zeros((horizon, batch_size)),
-        plan_mean=jr.uniform(k[3], (horizon + 1, batch_size, ACTION_DIM), minval=-1, maxval=1),
-        plan_std=jr.uniform(k[4], (horizon + 1, batch_size, ACTION_DIM), minval=0.05, maxval=2.0),
+        obs=jr.normal(k[0], (h + 1, b, o)),
+        action=jr.uniform(k[1], (h, b, a), minval=-1, maxval=1),
+        reward=jr.uniform(k[2], (h, b)),
+        terminated=jnp.zeros((h, b)),
+        plan_mean=jr.uniform(k[3], (h + 1, b, a), minval=-1, maxval=1),
+        plan_std=jr.uniform(k[4], (h + 1, b, a), minval=0.05, maxval=2.0),
     )
 
 

@@ -10,17 +10,16 @@ buffer write + one update per agent step) on `dmc/cartpole-swingup`, at two conf
 
 plus the cold start: wall time from launching the process to the end of its first planned agent
 step (imports, env and model creation, compilation, the seed phase and the pretraining updates
-included; both sides use the same, short seed phase).
+included; both sides run the same number of pretraining updates).
 
 Ours runs as `scripts/train.py` in a subprocess and is read from its `train.csv`
 (`steps_per_second` of every window after the seed phase); the process is stopped once the timed
-windows are written (the final evaluation is not waited for). The peer runs as a small driver,
-written to a temporary file and started with the peer's Python, that repeats the peer's
-`train.py` loop (same calls, same order: `agent.act`, `env.step`, buffer insert, buffer sample,
-`agent.update`) without its TensorBoard writer and its per-step orbax `save` call (a no-op between
-save intervals), with `+seed_steps`/`+pretrain_updates` shortened as below. The peer's code is
-not part of this repository: install it in its own virtual environment
-(tdmpc2-jax commit 13b95c3, `mujoco==3.17.0`, CPU jax) and pass its checkout and Python.
+windows are written (the final evaluation is not waited for). The peer runs its own `train.py`,
+unchanged, under a small wrapper (`PEER_TIMER`, started with the peer's Python) that timestamps
+each planned action and keeps only the first `--seed-steps` updates of its pretraining burst
+(its seed phase of 2,500 random steps is hard-coded and stays). The peer's code is not part of
+this repository: install it in its own virtual environment (tdmpc2-jax commit 13b95c3,
+`mujoco==3.17.0`, CPU jax) and pass its checkout and Python.
 
     python scripts/benchmark_peer.py --peer-dir ../tdmpc2-jax --peer-python ../peer-venv/bin/python
 
@@ -41,7 +40,6 @@ import json
 import math
 import os
 import pathlib
-import platform
 import shutil
 import subprocess
 import sys
@@ -87,138 +85,72 @@ CONFIGS = {
     },
 }
 
-# The peer side: its train.py loop with timers (runs in the peer's environment, cwd = its checkout).
-PEER_DRIVER = r"""
+# The peer side: the peer's own `train.py`, unchanged, run by this small wrapper (in the peer's
+# environment, cwd = its checkout). It wraps `TDMPC2.act` and `TDMPC2.update` at the class:
+# every planned action is timestamped (after `block_until_ready`), the pretraining burst keeps
+# only its first `pretrain_updates` updates (the rest return at once), and the process ends
+# after the timed steps with one `BENCH {json}` line.
+PEER_TIMER = r"""
 import json, os, sys, time
-from functools import partial
-args = json.loads(sys.argv[1])
-import flax.linen as nn
-import gymnasium as gym
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from flax.training.train_state import TrainState
-from omegaconf import OmegaConf
-from tdmpc2_jax import TDMPC2, WorldModel
-from tdmpc2_jax.common.activations import mish, simnorm
-from tdmpc2_jax.data import SequentialReplayBuffer
-from tdmpc2_jax.envs.dmcontrol import make_dmc_env
-from tdmpc2_jax.networks import NormedLinear
+from tdmpc2_jax import TDMPC2
+from tdmpc2_jax import train as peer
 
-cfg = OmegaConf.load(os.path.join("tdmpc2_jax", "config.yaml"))
-cfg.merge_with_dotlist([f"{k}={v}" for k, v in args["overrides"].items()])
-env_config, encoder_config = cfg.env, cfg.encoder
-model_config, tdmpc_config = cfg.world_model, cfg.tdmpc2
-num_envs = env_config.num_envs
+args = json.loads(sys.argv[1])
+act, update = TDMPC2.act, TDMPC2.update
+stamps, seen = [], {"updates": 0, "burst": True, "batch": None}
+need = 2 + args["warmup"] + args["steps"]
 
-def make_env(env_config, seed):
-    env = make_dmc_env(env_config.env_id, seed, env_config.dmc.obs_type)
-    env = gym.wrappers.RecordEpisodeStatistics(env)
-    env = gym.wrappers.Autoreset(env)
-    env.action_space.seed(seed)
-    env.observation_space.seed(seed)
-    return env
 
-vec = gym.vector.AsyncVectorEnv if env_config.asynchronous else gym.vector.SyncVectorEnv
-env = vec([partial(make_env, env_config, s) for s in range(cfg.seed, cfg.seed + num_envs)])
-np.random.seed(cfg.seed)
-rng = jax.random.PRNGKey(cfg.seed)
-dtype = jnp.dtype(model_config.dtype)
-rng, model_key, encoder_key = jax.random.split(rng, 3)
-encoder_module = nn.Sequential(
-    [NormedLinear(encoder_config.encoder_dim, activation=mish, dtype=dtype)
-     for _ in range(encoder_config.num_encoder_layers - 1)]
-    + [NormedLinear(model_config.latent_dim,
-                    activation=partial(simnorm, simplex_dim=model_config.simnorm_dim),
-                    dtype=dtype)])
-dummy_obs, _ = env.reset()
-dummy_action = env.action_space.sample()
-dummy_next_obs, dummy_reward, dummy_term, dummy_trunc, _ = env.step(dummy_action)
-replay_buffer = SequentialReplayBuffer(
-    capacity=args["buffer_size"], vectorized=True, num_envs=num_envs, seed=cfg.seed,
-    dummy_input=dict(observation=dummy_obs, action=dummy_action, reward=dummy_reward,
-                     next_observation=dummy_next_obs, terminated=dummy_term,
-                     truncated=dummy_trunc))
-encoder = TrainState.create(
-    apply_fn=encoder_module.apply,
-    params=encoder_module.init(encoder_key, dummy_obs)["params"],
-    tx=optax.chain(optax.zero_nans(), optax.clip_by_global_norm(model_config.max_grad_norm),
-                   optax.adam(encoder_config.learning_rate)))
-model = WorldModel.create(action_dim=np.prod(env.single_action_space.shape), encoder=encoder,
-                          **model_config, key=model_key)
-if model.action_dim >= 20:
-    tdmpc_config.mppi_iterations += 2
-agent = TDMPC2.create(world_model=model, **tdmpc_config)
-size = lambda ts: sum(x.size for x in jax.tree.leaves(ts.params)) if ts is not None else 0
-params = sum(size(getattr(model, n)) for n in (
-    "encoder", "dynamics_model", "reward_model", "policy_model", "value_model", "continue_model"))
+def counted_update(self, **kw):
+    seen["updates"] += 1
+    seen["batch"] = kw
+    if seen["burst"] and seen["updates"] > args["pretrain_updates"]:
+        return self, {}
+    return update(self, **kw)
 
-seed_steps, pretrain_updates, timed = args["seed_steps"], args["pretrain_updates"], args["steps"]
-warmup = args["warmup"]
-observation, _ = env.reset(seed=cfg.seed)
-prev_plan = None
-done = np.zeros(num_envs, dtype=bool)
-times = []
-first_planned_end = None
-total = seed_steps + 1 + 1 + warmup + timed
-for step in range(total):
-    tick = time.perf_counter()
-    if step <= seed_steps:
-        action = env.action_space.sample()
-    else:
-        rng, action_key = jax.random.split(rng)
-        action, prev_plan = agent.act(observation, prev_plan=prev_plan, train=True,
-                                      key=action_key)
-    next_observation, reward, terminated, truncated, info = env.step(action)
-    if np.any(~done):
-        replay_buffer.insert(dict(observation=observation, action=action, reward=reward,
-                                  next_observation=next_observation, terminated=terminated,
-                                  truncated=truncated), env_mask=~done)
-    observation = next_observation
-    done = np.logical_or(terminated, truncated)
-    if np.any(done) and prev_plan is not None:
-        prev_plan = (prev_plan[0].at[done].set(0),
-                     prev_plan[1].at[done].set(agent.max_plan_std))
-    if step >= seed_steps:
-        n = pretrain_updates if step == seed_steps else max(1, int(num_envs * env_config.utd_ratio))
-        rng, *keys = jax.random.split(rng, n + 1)
-        for k in keys:
-            batch = replay_buffer.sample(agent.batch_size, agent.horizon)
-            agent, _ = agent.update(
-                observations=batch["observation"], actions=batch["action"],
-                rewards=batch["reward"], next_observations=batch["next_observation"],
-                terminated=batch["terminated"], truncated=batch["truncated"], key=k)
-    if step == seed_steps + 1:
-        jax.block_until_ready(agent)
-        first_planned_end = time.time()
-    if step == seed_steps + 1 + warmup:
-        jax.block_until_ready(agent)
-        start = time.perf_counter()
-    elif step > seed_steps + 1 + warmup:
-        times.append(time.perf_counter() - tick)
-jax.block_until_ready(agent)
-seconds = time.perf_counter() - start
-flops = None
-if args.get("flops"):  # FLOPs of one plan (encode + MPPI) and one update, as ours are counted
-    exec(args["flops"])
-    def _plan(ag, o, kk):
-        z = ag.model.encode(o, ag.model.encoder.params, key=kk)
+
+def params(agent):
+    m = agent.model
+    names = ("encoder", "dynamics_model", "reward_model", "policy_model", "value_model",
+             "continue_model")
+    states = [getattr(m, n, None) for n in names]
+    return sum(x.size for s in states if s is not None for x in jax.tree.leaves(s.params))
+
+
+def flops(agent, observation):
+    exec(args["flops"], globals())
+    def plan(ag, o, k):
+        z = ag.model.encode(o, ag.model.encoder.params, key=k)
         shape = (1, ag.horizon, ag.model.action_dim)
-        warm = (jnp.zeros(shape), jnp.full(shape, ag.max_plan_std))
-        return ag.plan(z=z, prev_plan=warm, train=True, key=kk)
-    b = replay_buffer.sample(agent.batch_size, agent.horizon)
-    def _update(ag, kk):
-        return ag.update(observations=b["observation"], actions=b["action"],
-                         rewards=b["reward"], next_observations=b["next_observation"],
-                         terminated=b["terminated"], truncated=b["truncated"], key=kk)
-    key0 = jax.random.PRNGKey(0)
-    flops = dict(plan=jaxpr_flops(jax.make_jaxpr(_plan)(agent, observation, key0)),
-                 update=jaxpr_flops(jax.make_jaxpr(_update)(agent, key0)))
-print("BENCH " + json.dumps(dict(
-    params=int(params), flops=flops, steps=timed, seconds=seconds, first_planned_end=first_planned_end,
-    step_times=times, versions={m: sys.modules[m].__version__ for m in ("jax", "flax")})),
-    flush=True)
+        warm = (jax.numpy.zeros(shape), jax.numpy.full(shape, ag.max_plan_std))
+        return ag.plan(z=z, prev_plan=warm, train=True, key=k)
+    def one_update(ag, k):
+        return update(ag, **{**seen["batch"], "key": k})
+    k = jax.random.PRNGKey(0)
+    return dict(plan=jaxpr_flops(jax.make_jaxpr(plan)(agent, observation, k)),
+                update=jaxpr_flops(jax.make_jaxpr(one_update)(agent, k)))
+
+
+def timed_act(self, observation, **kw):
+    seen["burst"] = False  # the burst ends before the first planned action
+    out = jax.block_until_ready(act(self, observation, **kw))
+    stamps.append(time.time())
+    if len(stamps) == need:
+        first = 1 + args["warmup"]
+        report = dict(
+            params=int(params(self)), steps=args["steps"], seconds=stamps[-1] - stamps[first],
+            first_planned_end=stamps[0],
+            flops=flops(self, observation) if args.get("flops") else None,
+            versions={m: sys.modules[m].__version__ for m in ("jax", "flax")})
+        print("BENCH " + json.dumps(report), flush=True)
+        os._exit(0)
+    return out
+
+
+TDMPC2.act, TDMPC2.update = timed_act, counted_update
+sys.argv = ["train.py", *(f"{k}={v}" for k, v in args["overrides"].items())]
+peer.train()
 """
 
 
@@ -416,12 +348,19 @@ def read_rows(path: pathlib.Path) -> list[dict]:
     return [r for r in rows if r.get("steps_per_second")]
 
 
+def _throughput():
+    """scripts/benchmark_throughput.py (imported on use: it loads JAX and the package)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark_throughput
+
+    return benchmark_throughput
+
+
 def flops_source() -> str:
     """The source of `benchmark_throughput.jaxpr_flops` (and its tables), for the peer's side."""
     import inspect
 
-    sys.path.insert(0, str(REPO / "scripts"))
-    import benchmark_throughput as bt
+    bt = _throughput()
 
     tables = f"ELEMENTWISE = {set(bt.ELEMENTWISE)!r}\nREDUCTIONS = {set(bt.REDUCTIONS)!r}\n"
     return "import math\n" + tables + inspect.getsource(bt.jaxpr_flops)
@@ -429,9 +368,7 @@ def flops_source() -> str:
 
 def our_flops(preset: str, config: str) -> float:
     """Plan + update FLOPs of one agent step (the reanalyze of bmpc/pompc not included)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    import benchmark_throughput as bt
-
+    bt = _throughput()
     flags = CONFIGS[config]["ours"]
     values = dict(zip(flags[::2], flags[1::2]))
     size = values.pop("--model-size")
@@ -450,23 +387,23 @@ def run_peer(config: str, args) -> Result:
         result.note = f"not run: {peer_dir} has no tdmpc2_jax/train.py"
         return result
     timed = args.steps_5m if config == "5m" else args.steps_small
-    overrides = {
-        "env.env_id": "cartpole-swingup",
-        "env.num_envs": 1,
-        **CONFIGS[config]["peer"],
-    }
-    payload = dict(
-        overrides=overrides,
-        seed_steps=args.seed_steps,
-        pretrain_updates=args.seed_steps,
-        steps=timed,
-        warmup=args.peer_warmup,
-        flops=flops_source() if args.flops else None,
-        buffer_size=100_000,
-    )
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
-        driver = pathlib.Path(tmp) / "peer_driver.py"
-        driver.write_text(PEER_DRIVER)
+        overrides = {
+            "env.env_id": "cartpole-swingup",
+            "env.num_envs": 1,
+            "buffer_size": 100_000,
+            "hydra.run.dir": tmp,  # its TensorBoard logs and checkpoints go there
+            **CONFIGS[config]["peer"],
+        }
+        payload = dict(
+            overrides=overrides,
+            pretrain_updates=args.seed_steps,
+            steps=timed,
+            warmup=args.peer_warmup,
+            flops=flops_source() if args.flops else None,
+        )
+        driver = pathlib.Path(tmp) / "peer_timer.py"
+        driver.write_text(PEER_TIMER)
         env = dict(
             os.environ,
             PYTHONPATH=str(peer_dir),
@@ -506,17 +443,6 @@ def run_peer(config: str, args) -> Result:
     return result
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        return (
-            f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPU(s)"
-        )
-    except OSError:
-        return platform.processor() or "unknown CPU"
-
-
 def fmt(x: float | None, spec: str) -> str:
     return "—" if x is None else format(x, spec)
 
@@ -536,8 +462,8 @@ def write_report(results: list[Result], out: pathlib.Path, command: str, meta: d
         f"- date: {meta.get('date', '?')}; machine: {meta.get('cpu', '?')}",
         f"- load average (1/5/15 min) before: {meta.get('load_before', '?')}; "
         f"after: {meta.get('load_after', '?')}",
-        f"- seed phase on both sides: {meta.get('seed_steps', '?')} random steps, then as many "
-        "pretraining updates",
+        f"- pretraining updates on both sides: {meta.get('seed_steps', '?')} (ours after as many "
+        "random steps; the peer after its hard-coded 2,500 random steps)",
         "",
         "Configurations: "
         + "; ".join(f"`{name}` = {c['what']}" for name, c in CONFIGS.items())
@@ -580,9 +506,10 @@ def write_report(results: list[Result], out: pathlib.Path, command: str, meta: d
         "",
         "Method: agent steps/s is steps divided by wall time over the timed steps after the",
         "first planned step (ours: the `steps_per_second` of every `train.csv` window after the",
-        "seed phase; the peer: wall clock around its loop from the end of its first planned",
-        "step plus `--peer-warmup` more (its `act` compiles again once a previous plan exists),",
-        "with `jax.block_until_ready` at both ends). 'Other load' is the CPU time used by processes outside the measured one (a",
+        "seed phase; the peer: its own `train.py` loop, timed between the ends of planned",
+        "steps, after its first planned step and `--peer-warmup` more (its `act` compiles again",
+        "once a previous plan exists), each end after `jax.block_until_ready`). 'Other load' is",
+        "the CPU time used by processes outside the measured one (a",
         "/proc sampler, every 0.5 s), in cores; numbers taken with a load near or above one core",
         "are slowed by other jobs and only roughly comparable. Cold start: from launching the",
         "process to the end of its first planned step (ours: when the seed-phase window was",
@@ -652,7 +579,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python scripts/benchmark_peer.py " + " ".join(shown.get(a, a) for a in given)
     meta = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
-        "cpu": cpu_name(),
+        "cpu": _throughput().cpu_name(),
         "load_before": load_average(),
         "seed_steps": args.seed_steps,
     }

@@ -42,9 +42,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from benchmark_core import random_batch  # scripts/ is on the path of a script
 
 from pompc_eqx.agent import act, init_agent, update
-from pompc_eqx.buffer import Batch
 from pompc_eqx.envs.registry import make_env, task_spec
 from pompc_eqx.loop import Schedule, init_loop, make_train_chunk, seed_keys
 from pompc_eqx.objectives import objective_class
@@ -145,19 +145,6 @@ def count_flops(fn, *args, xla: bool = True) -> dict[str, float]:
     return out
 
 
-def _batch(cfg, key) -> Batch:
-    h, b, o, a = cfg.planner.horizon, cfg.batch_size, cfg.obs_dim, cfg.action_dim
-    k = jr.split(key, 5)
-    return Batch(
-        obs=jr.normal(k[0], (h + 1, b, o)),
-        action=jr.uniform(k[1], (h, b, a), minval=-1, maxval=1),
-        reward=jr.uniform(k[2], (h, b)),
-        terminated=jnp.zeros((h, b)),
-        plan_mean=jr.uniform(k[3], (h + 1, b, a), minval=-1, maxval=1),
-        plan_std=jr.uniform(k[4], (h + 1, b, a), minval=0.05, maxval=2.0),
-    )
-
-
 def step_flops(
     task: str,
     preset: str,
@@ -194,7 +181,9 @@ def step_flops(
         counts["update"] = count_flops(
             lambda ag, b, k: update(ag, b, cfg=cfg, key=k),
             agent,
-            _batch(cfg, jr.key(2)),
+            random_batch(
+                jr.key(2), cfg.planner.horizon, cfg.batch_size, cfg.obs_dim, cfg.action_dim
+            ),
             key,
             xla=xla,
         )

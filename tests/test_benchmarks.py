@@ -10,6 +10,7 @@ import pytest
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # as when they run: the scripts import each other
 
 
 def _script(name: str):

@@ -11,50 +11,26 @@ import numpy as np
 import pytest
 from examples.kl_with_q import KLWithQ
 from examples.state_independent_prior import StateIndependentPrior
+from helpers import start_loop, tiny_agent_config
 from test_agent import make_batch
 
 from pompc_eqx.agent import init_agent, update
-from pompc_eqx.buffer import default_capacity
 from pompc_eqx.distributions import kl_divergence
-from pompc_eqx.envs.registry import make_env, task_spec
-from pompc_eqx.loop import Schedule, init_loop, make_train_chunk, seed_keys
+from pompc_eqx.loop import make_train_chunk
 from pompc_eqx.losses import planner_gaussian
 from pompc_eqx.math import RunningScale
 from pompc_eqx.objectives import MaxQ
-from pompc_eqx.presets import PRESETS
 from pompc_eqx.priors import PRIORS, make_prior
-
-
-def pendulum_config(**overrides):
-    base = PRESETS["pompc"][1]
-    cfg = dataclasses.replace(
-        base,
-        model_size="tiny",
-        planner=dataclasses.replace(
-            base.planner, num_samples=32, num_elites=4, num_pi_trajs=4, iterations=2
-        ),
-        buffer=dataclasses.replace(
-            base.buffer, batch_size=16, reanalyze_batch=4, reanalyze_interval=2
-        ),
-        **overrides,
-    )
-    spec = task_spec("jax/pendulum")
-    return cfg.agent_config(spec.obs_dim, spec.action_dim, spec.episode_length)
 
 
 @pytest.mark.slow
 def test_new_prior_registered_by_name_trains_end_to_end_on_pendulum():
     assert "state-independent" in PRIORS  # registered by importing its file
-    cfg = pendulum_config(prior="state-independent")
+    cfg = tiny_agent_config("pompc", prior="state-independent")
     steps, chunk_steps, seed_steps = 300, 100, 50
-    schedule = Schedule(
-        seed_steps=seed_steps,
-        capacity=default_capacity(steps, 200),
-        reanalyze_interval=2,
-        reanalyze_batch=4,
+    env, schedule, state = start_loop(
+        cfg, "jax/pendulum", num_seeds=2, steps=steps, seed_steps=seed_steps
     )
-    env = make_env("jax/pendulum", 2)
-    state = eqx.filter_jit(init_loop)(cfg, schedule, env, seed_keys(0, 2))
     prior0 = state.seeds.agent.objective.prior
     assert isinstance(prior0, StateIndependentPrior)
     chunk = eqx.filter_jit(make_train_chunk(cfg, schedule, env, chunk_steps))
@@ -94,7 +70,9 @@ def kl_with_q(cfg, *, critic_key, prior_key):
 
 
 def test_new_objective_plugs_into_the_agent_and_trains():
-    cfg = pendulum_config()
+    cfg = tiny_agent_config(
+        "pompc",
+    )
     state = init_agent(cfg, key=jr.key(0), make_objective=kl_with_q)
     policy0 = state.nets.policy
     assert state.objective.critic() is None  # no Q^lambda: the world model trains Q only
@@ -113,7 +91,9 @@ def test_new_objective_plugs_into_the_agent_and_trains():
 
 def test_new_objective_at_lambda_zero_is_tdmpc2s_loss():
     """KLWithQ with lambda = 0 reduces to MaxQ (same draws, same Q, same scale update)."""
-    cfg = pendulum_config()
+    cfg = tiny_agent_config(
+        "pompc",
+    )
     state = init_agent(cfg, key=jr.key(1), make_objective=kl_with_q)
     zero = dataclasses.replace(state.objective, lam=0.0)
     batch = make_batch(jr.key(2), a=1, obs=3)

@@ -1,37 +1,26 @@
 """Episodic tasks: the termination head (TD-MPC2's episodic mode) ends imagined rollouts, and
 an agent with it learns to avoid an early-termination trap (`jax/probe-trap`)."""
 
-import dataclasses
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import start_loop, tiny_agent_config
 
-from pompc_eqx.buffer import default_capacity
-from pompc_eqx.envs.registry import make_env, task_spec
-from pompc_eqx.loop import Schedule, init_loop, make_evaluate, make_train_chunk, seed_keys
+from pompc_eqx.envs.registry import make_env
+from pompc_eqx.loop import make_evaluate, make_train_chunk, seed_keys
 from pompc_eqx.planner import trajectory_values
-from pompc_eqx.presets import PRESETS
 from pompc_eqx.termination import NeverTerminates, TerminationHead
 from pompc_eqx.world_model import make_networks
 
 
 def agent_config(episodic, task="jax/probe-trap", preset="tdmpc2"):
-    base = PRESETS[preset][1]
-    cfg = dataclasses.replace(
-        base,
-        model_size="tiny",
-        episodic=episodic,
-        planner=dataclasses.replace(
-            base.planner, num_samples=64, num_elites=8, num_pi_trajs=8, iterations=3
-        ),
-        buffer=dataclasses.replace(base.buffer, batch_size=64),
-    )
-    spec = task_spec(task)
-    return cfg.agent_config(spec.obs_dim, spec.action_dim, spec.episode_length)
+    return tiny_agent_config(
+        preset, task, num_samples=64, num_elites=8, num_pi_trajs=8, iterations=3,
+        batch_size=64, episodic=episodic,
+    )  # fmt: skip
 
 
 def test_termination_module_follows_episodic():
@@ -78,20 +67,18 @@ def test_planner_counts_nothing_after_a_predicted_end():
 def test_agent_with_a_termination_head_avoids_the_trap():
     cfg = agent_config(True)
     steps, seed_steps = 600, 100
-    schedule = Schedule(
-        seed_steps, default_capacity(steps, 10), reanalyze_interval=0, reanalyze_batch=1
+    env, schedule, state = start_loop(
+        cfg, "jax/probe-trap", num_seeds=2, steps=steps, seed_steps=seed_steps, reanalyze=False
     )
-    env = make_env("jax/probe-trap", 2)
-    state = eqx.filter_jit(init_loop)(cfg, schedule, env, seed_keys(0, 2))
     state, metrics = eqx.filter_jit(make_train_chunk(cfg, schedule, env, steps))(state)
     assert np.isfinite(np.asarray(metrics["termination_loss"])[seed_steps:]).all()
     agents = state.seeds.agent
-    result = eqx.filter_jit(make_evaluate(cfg, make_env("jax/probe-trap", 2), 3))(
+    returns = eqx.filter_jit(make_evaluate(cfg, make_env("jax/probe-trap", 2), 3))(
         agents, seed_keys(9, 2)
     )
-    print("trap probe eval returns per seed and episode:", np.asarray(result.returns))
+    print("trap probe eval returns per seed and episode:", np.asarray(returns))
     # trapping at step k returns 0.5 k + 1: >= 4 means no trap before step 6 (random play ~2)
-    assert np.all(np.asarray(result.returns) >= 4.0)
+    assert np.all(np.asarray(returns) >= 4.0)
 
     def p_end(agent, action):
         nets = agent.nets

@@ -9,12 +9,11 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import start_loop, tiny_agent_config
 from test_agent import make_batch
 
 from pompc_eqx.agent import init_agent, td_targets, update
-from pompc_eqx.buffer import default_capacity
-from pompc_eqx.envs.registry import make_env, task_spec
-from pompc_eqx.loop import Schedule, init_loop, make_train_chunk, seed_keys
+from pompc_eqx.loop import make_train_chunk
 from pompc_eqx.planner import trajectory_values
 from pompc_eqx.presets import PRESETS
 from pompc_eqx.world_model import QFunction, VFunction, make_networks
@@ -115,24 +114,10 @@ def test_bmpc_repo_update_trains_v():
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["bmpc-repo", "tdmpc2-repo"])
 def test_repository_presets_train_a_chunk_on_pendulum(preset):
-    base = PRESETS[preset][1]
-    cfg = dataclasses.replace(
-        base,
-        model_size="tiny",
-        planner=dataclasses.replace(
-            base.planner, num_samples=32, num_elites=4, num_pi_trajs=4, iterations=2
-        ),
-        buffer=dataclasses.replace(
-            base.buffer, batch_size=16, reanalyze_batch=4, reanalyze_interval=2
-        ),
+    agent_cfg = tiny_agent_config(preset)
+    env, schedule, state = start_loop(
+        agent_cfg, "jax/pendulum", num_seeds=2, steps=32, seed_steps=12
     )
-    spec = task_spec("jax/pendulum")
-    agent_cfg = cfg.agent_config(spec.obs_dim, spec.action_dim, spec.episode_length)
-    schedule = Schedule(
-        seed_steps=12, capacity=default_capacity(32, 200), reanalyze_interval=2, reanalyze_batch=4
-    )
-    env = make_env("jax/pendulum", 2)
-    state = eqx.filter_jit(init_loop)(agent_cfg, schedule, env, seed_keys(0, 2))
     _, metrics = eqx.filter_jit(make_train_chunk(agent_cfg, schedule, env, 16))(state)
     updated = np.asarray(metrics["num_updates"][:, 0]) > 0
     regular = updated & (np.asarray(metrics["pretrain"][:, 0]) == 0)  # the burst skips pi (bmpc)

@@ -252,6 +252,16 @@ class ConstantProbe(AbstractJaxTask):
         return physics + 1, jnp.ones(1, jnp.float32), jnp.array(1.0, jnp.float32), jnp.array(False)
 
 
+def _fraction_left(t: Int[Array, ""], episode_length: int) -> Float[Array, "1"]:
+    """The observation of the countdown-style probes: the fraction of the episode still to go."""
+    return jnp.reshape((episode_length - t) / episode_length, (1,)).astype(jnp.float32)
+
+
+def _start_countdown(episode_length: int) -> tuple[Int[Array, ""], Float[Array, "1"]]:
+    t = jnp.array(0, jnp.int32)
+    return t, _fraction_left(t, episode_length)
+
+
 class CountdownProbe(AbstractJaxTask):
     """Probe: reward 1 per step whatever the action, and a true terminal state after 5 steps.
 
@@ -270,19 +280,19 @@ class CountdownProbe(AbstractJaxTask):
 
     def init(self, *, key: Key[Array, ""]) -> tuple[Int[Array, ""], Float[Array, " obs"]]:
         del key
-        t = jnp.array(0, jnp.int32)
-        return t, self._observe(t)
+        return _start_countdown(self.episode_length)
 
     def step(
         self, physics: Int[Array, ""], action: Float[Array, " action"], *, key: Key[Array, ""]
     ) -> tuple[Int[Array, ""], Float[Array, " obs"], Float[Array, ""], Bool[Array, ""]]:
         del action, key
         t = physics + 1
-        return t, self._observe(t), jnp.array(1.0, jnp.float32), t >= self.episode_length
-
-    def _observe(self, t: Int[Array, ""]) -> Float[Array, "1"]:
-        remaining = (self.episode_length - t) / self.episode_length
-        return jnp.reshape(remaining, (1,)).astype(jnp.float32)
+        return (
+            t,
+            _fraction_left(t, self.episode_length),
+            jnp.array(1.0, jnp.float32),
+            t >= self.episode_length,
+        )
 
 
 class TrapProbe(AbstractJaxTask):
@@ -304,8 +314,7 @@ class TrapProbe(AbstractJaxTask):
 
     def init(self, *, key: Key[Array, ""]) -> tuple[Int[Array, ""], Float[Array, " obs"]]:
         del key
-        t = jnp.array(0, jnp.int32)
-        return t, self._observe(t)
+        return _start_countdown(self.episode_length)
 
     def step(
         self, physics: Int[Array, ""], action: Float[Array, " action"], *, key: Key[Array, ""]
@@ -314,11 +323,7 @@ class TrapProbe(AbstractJaxTask):
         trapped = action[0] < -0.5
         t = physics + 1
         reward = jnp.where(trapped, 1.0, 0.5).astype(jnp.float32)
-        return t, self._observe(t), reward, trapped
-
-    def _observe(self, t: Int[Array, ""]) -> Float[Array, "1"]:
-        remaining = (self.episode_length - t) / self.episode_length
-        return jnp.reshape(remaining, (1,)).astype(jnp.float32)
+        return t, _fraction_left(t, self.episode_length), reward, trapped
 
 
 JAX_TASKS: dict[str, type[AbstractJaxTask]] = {
