@@ -1,6 +1,7 @@
 """Compiling off the main thread (so interrupts and the progress display stay live), timing
 each compile, and JAX's persistent compilation cache."""
 
+import gc
 import os
 import pathlib
 import threading
@@ -95,18 +96,10 @@ class Background:
 
 
 class Compilation(Background):
-    """Traces (`lower()`) and compiles in the background; `result()` is the compiled function.
+    """Traces (`lower()`) and compiles in the background; `result()` is the compiled function."""
 
-    With `trace_here`, tracing runs in the caller's thread: needed when the caller goes on
-    using (and donating) the arguments that `lower` reads. XLA's compile, the slow part,
-    always runs in the background.
-    """
-
-    def __init__(self, label: str, lower: Callable[[], Any], trace_here: bool = False):
+    def __init__(self, label: str, lower: Callable[[], Any]):
         self.from_cache = False
-        if trace_here:
-            lowered = lower()
-            lower = lambda: lowered
         super().__init__(label, lambda: self._compile(lower))
 
     def _compile(self, lower: Callable[[], Any]) -> Callable:
@@ -122,6 +115,35 @@ class Compilation(Background):
         return f"{self.label}: {how} in {self.seconds:.1f} s"
 
 
+def _memory_maps() -> tuple[int, int]:
+    """This process's memory mappings and the kernel's limit on them ((0, 1) off Linux)."""
+    try:
+        with open("/proc/self/maps") as maps, open("/proc/sys/vm/max_map_count") as limit:
+            return sum(1 for _ in maps), int(limit.read())
+    except OSError:
+        return 0, 1
+
+
+def free_compiled_programs(share: float = 0.3) -> bool:
+    """Drop JAX's in-memory compiled programs if this process's memory mappings exceed `share`
+    of the kernel's limit (`vm.max_map_count`, 65,530 by default on Linux).
+
+    An XLA:CPU program keeps each of its kernels in mappings of its own (a training chunk of
+    the tiny model: about 3,500) and JAX keeps every program it compiled; a process that
+    compiles a few dozen of them reaches the limit, and XLA then crashes (SIGSEGV) inside its
+    next compile. Dropped programs are compiled again (or loaded from the persistent cache)
+    when next called.
+
+    **Returns:** whether programs were dropped.
+    """
+    count, limit = _memory_maps()
+    if count <= share * limit:
+        return False
+    jax.clear_caches()
+    gc.collect()
+    return True
+
+
 def tasks_in_flight() -> bool:
     """Whether a background task still runs (the process then ends with `os._exit`)."""
     return any(t.is_alive() and t.name.startswith(_THREAD_PREFIX) for t in threading.enumerate())
@@ -132,72 +154,41 @@ def _largest_divisor(n: int, at_most: int | float) -> int:
 
 
 class ChunkPlan:
-    """Which compiled chunk length runs next, so that each call lasts about `target_seconds`.
+    """The length (in agent steps) of each compiled call of a run.
 
     Results do not depend on how a window is split into calls (the scan body is the same and
-    every key lives in the state), so lengths are picked for responsiveness only: the first
-    call is short (`first_steps`, a divisor of the window); once its wall time is known, the
-    largest window divisor that fits `target_seconds` is compiled in the background while
-    short calls go on. Calls are aligned to multiples of their length, so window boundaries
-    (logging, evaluation, checkpoints) always fall between calls.
+    every key lives in the state), so the length is picked for responsiveness only: interrupts
+    and the progress display wait for a running call. One length serves the whole run, the
+    largest divisor of the window up to `first_steps`: longer calls save no time (per-call
+    overhead is negligible; see docs/design.md) but cost a second compile. Only when its calls
+    take over twice `target_seconds` (a large model on a slow machine) is a shorter length
+    compiled. Calls are aligned to multiples of their length, so window boundaries (logging,
+    evaluation, checkpoints) always fall between calls.
     """
 
-    def __init__(
-        self, compile_chunk: Callable, window: int, first_steps: int, target_seconds: float
-    ):
+    def __init__(self, window: int, first_steps: int, target_seconds: float):
         """**Arguments:**
 
-        - `compile_chunk`: `(num_steps, state, trace_here) -> Compilation`; `trace_here` is
-            true for a compile that runs while the caller goes on with `state`.
         - `window`: the logging window in agent steps.
-        - `first_steps`: upper bound of the first call's length.
+        - `first_steps`: upper bound of the call length.
         - `target_seconds`: upper bound of a call's wall time, once measured.
         """
-        self._compile_chunk = compile_chunk
-        self._window = window
+        self.length = _largest_divisor(window, first_steps)
         self._target = target_seconds
-        self.base = _largest_divisor(window, first_steps)
-        self.ready: dict[int, Callable] = {}
-        self.pending: tuple[int, Compilation] | None = None
         self._called: set[int] = set()
-        self._too_long: set[int] = set()
 
-    def next_call(self, step: int, boundary: int, state: Any) -> tuple[int, Compilation | None]:
-        """The length of the next call from `step` (never past `boundary`), and the compile to
-        wait for before it (`None` if that length is ready)."""
-        if self.pending is not None and self.pending[1].done():
-            finished, self.pending = self.pending, None
-            return finished
-        fits = [n for n in self.ready if step % n == 0 and step + n <= boundary]
-        if fits:
-            return max(fits), None
-        # Off the grid only after a resume whose window changed (or a smaller base): realign.
-        length = self.base - step % self.base if step % self.base else self.base
-        if self.pending is not None and self.pending[0] == length:
-            needed, self.pending = self.pending, None
-            return needed
-        return length, self._compile_chunk(length, state, False)
+    def next_length(self, step: int) -> int:
+        """The length of the next call from `step`. A step off the grid (after a resume whose
+        window changed, or after a shorter length was chosen) is realigned first."""
+        return self.length - step % self.length
 
-    def measured(self, num_steps: int, seconds: float, state: Any) -> None:
-        """Record the wall time of a call with updates; may start compiling a chunk length
-        that fits `target_seconds` better (for arguments like `state`).
+    def measured(self, num_steps: int, seconds: float) -> None:
+        """Record the wall time of a call with updates; may choose a shorter length.
 
-        The first call of each length is not used (it pays for loading the executable). A
-        length whose calls take over twice the target is dropped for shorter calls (down to
-        one agent step).
+        The first call of each length is not used (it pays for loading the executable).
         """
         if num_steps not in self._called:
             self._called.add(num_steps)
             return
-        if self.pending is not None or seconds <= 0:
-            return
         if seconds > 2 * self._target and num_steps > 1:
-            del self.ready[num_steps]
-            self._too_long.add(num_steps)
-            if num_steps == self.base:  # even the first length is too long: a shorter one
-                self.base = _largest_divisor(self.base, self._target * num_steps / seconds)
-                self.pending = (self.base, self._compile_chunk(self.base, state, True))
-                return
-        longest = _largest_divisor(self._window, self._target * num_steps / seconds)
-        if longest >= 4 * max(self.ready) and longest not in self._too_long | set(self.ready):
-            self.pending = (longest, self._compile_chunk(longest, state, True))
+            self.length = _largest_divisor(self.length, self._target * num_steps / seconds)

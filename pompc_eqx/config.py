@@ -1,9 +1,9 @@
 """Typed configuration: frozen dataclasses only (no JAX here).
 
-`TrainConfig` is what `scripts/train.py` parses with tyro. Its nested groups (`model`,
-`policy`, `planner`, `loss`, `optim`, `buffer`) hold every hyperparameter of the method; the
-presets (`presets.PRESETS`) differ only in these values.
-Pure functions receive the sub-config they need as a static (hashable) argument.
+`TrainConfig` is what `scripts/train.py` parses with tyro. Its nested groups (`model`, `policy`,
+`planner`, `loss`, `optim`, `buffer`) hold every hyperparameter of the method; the presets
+(`presets.PRESETS`) differ only in these values. Pure functions receive the sub-config they need
+as a static (hashable) argument.
 """
 
 import dataclasses
@@ -100,9 +100,8 @@ class PlannerConfig:
     temperature: float = 1.0
     """Elite weights are softmax(temperature * value)."""
     reanalyze_log_std: tuple[float, float] | None = (-2.0, 1.0)
-    """Log-std bounds of the sampling policy when it draws its trajectories inside lazy
-    reanalyze (BMPC's `expl_log_std_min/max`: a wider policy than its own [-3, 1], so the
-    re-planned Gaussians the prior is fitted to keep exploring); `None` keeps the policy's own."""
+    """Log-std bounds of the policy's trajectories inside lazy reanalyze (BMPC's `expl_log_std_*`:
+    wider than its own [-3, 1], so the re-planned Gaussians keep exploring); `None`: its own."""
 
     def num_iterations(self, action_dim: int) -> int:
         bonus = self.extra_iterations if action_dim >= self.large_action_dim else 0
@@ -236,13 +235,16 @@ class TrainConfig:
     """Evaluate every this many agent steps (and at the end)."""
     eval_episodes: int = 10
     """Evaluation episodes per seed (planner in eval mode)."""
+    eval_at_start: bool = False
+    """Also evaluate at agent step 0 (as TD-MPC2's and BMPC's repositories do)."""
+    eval_policy: bool = False
+    """Also evaluate the policy's mean action alone into eval_policy.csv (BMPC's `eval_pi`)."""
     resume: pathlib.Path | None = None
     """Continue the run in this directory from its latest checkpoint."""
     episodic: bool = False
-    """Episodic tasks (HumanoidBench): terminations cut TD targets, and a learned termination
-    head ends imagined rollouts in the planner (TD-MPC2); otherwise bootstrap through them."""
+    """Episodic tasks: terminations cut TD targets and a termination head ends imagined rollouts."""
     chunk_steps: int = 1000
-    """Agent steps per compiled chunk = logging window."""
+    """Agent steps per logging window (a row of train.csv per seed)."""
     checkpoint_every: int | None = None
     """Checkpoint every this many agent steps (default: eval_every) and at the end."""
     aim_repo: pathlib.Path | None = None

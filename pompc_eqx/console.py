@@ -169,12 +169,13 @@ class ConsoleLogger(AbstractLogger):
     def log_train(self, rows: list[dict[str, Any]], step: int) -> None:
         self.advance(step)
 
-    def log_eval(self, returns: np.ndarray, step: int) -> None:
+    def log_eval(self, returns: np.ndarray, step: int, *, policy_only: bool = False) -> None:
         means = np.asarray(returns).mean(axis=1)
-        if self.bar is not None:
+        if self.bar is not None and not policy_only:
             self.bar.set_eval(means)
         listed = ", ".join(f"seed {s}: {m:.1f}" for s, m in zip(self._seeds, means))
-        self.message(f"eval at agent step {step}: {listed}")
+        what = "policy-only eval" if policy_only else "eval"
+        self.message(f"{what} at agent step {step}: {listed}")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 _TARGET_CALL_SECONDS = 10.0
 # After a signal, a running call gets this long to finish (its state cannot be saved before).
 _GRACE_SECONDS = 20.0
-# Agent steps of the first compiled call, before the step time is known (a divisor of the window).
-_FIRST_CALL_STEPS = 8
+# Agent steps of a compiled call, unless they take too long (a divisor of the window).
+_CALL_STEPS = 8
 
 
 def _window(cfg: TrainConfig) -> int:
@@ -91,7 +91,8 @@ def train_loop(
     - `run_dir`: the run directory (checkpoints go to its `checkpoints/`).
     - `outputs`, `console`: where rows and messages go.
     - `stop`: set by a signal; the loop then checkpoints and raises `Interrupted`.
-    - `eval_missing`: `start` is an evaluation step whose evaluation was interrupted.
+    - `eval_missing`: `start` is an evaluation step not evaluated yet (agent step 0 with
+        `--eval-at-start`, or an evaluation cut short by an interrupt).
 
     **Returns:** the last evaluation's returns (seed, episode), or `None`.
     """
@@ -99,12 +100,9 @@ def train_loop(
     window = _window(cfg)
     skipped_in_burst = metrics_skipped_in_pretraining(trainer.agent_cfg)
 
-    def compile_chunk(num_steps: int, state: LoopState, trace_here: bool) -> Compilation:
-        console.compiling(f"chunk of {num_steps} agent steps", 0.0)
-        return trainer.compile_chunk(num_steps, state, trace_here)
-
-    plan = ChunkPlan(compile_chunk, window, _FIRST_CALL_STEPS, _TARGET_CALL_SECONDS)
-    evaluate_fn: Callable | None = None
+    plan = ChunkPlan(window, _CALL_STEPS, _TARGET_CALL_SECONDS)
+    chunks: dict[int, Callable] = {}
+    evaluators: dict[bool, Callable] = {}  # compiled when first needed
     returns = None
     saved_step = start if start else None
     pieces: list[dict[str, np.ndarray]] = []
@@ -123,30 +121,35 @@ def train_loop(
         )
         saved_step = step
 
-    def evaluate() -> np.ndarray:
-        nonlocal evaluate_fn
-        if evaluate_fn is None:
-            console.compiling("evaluation", 0.0)
-            evaluate_fn = _compiled(trainer.compile_evaluate(state), console, stop)
-        task = Background("evaluation", functools.partial(trainer.evaluate, state, evaluate_fn))
+    def evaluate_with(policy_only: bool) -> np.ndarray:
+        if policy_only not in evaluators:
+            compilation = trainer.compile_evaluate(state, policy_only=policy_only)
+            console.compiling(compilation.label, 0.0)
+            evaluators[policy_only] = _compiled(compilation, console, stop)
+        fn = functools.partial(trainer.evaluate, state, evaluators[policy_only])
+        task = Background("evaluation", fn)
         returns = _wait(task, stop, show=lambda t: console.status(f"evaluating … {t:.0f} s"))
         console.status(None)
-        outputs.log_eval(returns, step)
+        outputs.log_eval(returns, step, policy_only=policy_only)
         return returns
+
+    def evaluate() -> np.ndarray:
+        if cfg.eval_policy:  # first: rows in eval.csv then mean that both evaluations are done
+            evaluate_with(policy_only=True)
+        return evaluate_with(policy_only=False)
 
     try:
         if eval_missing:
             returns = evaluate()
         while step < cfg.steps and stop.signum is None:
-            boundary = min((step // window + 1) * window, cfg.steps)
-            length, compilation = plan.next_call(step, boundary, state)
-            if compilation is not None:
-                plan.ready[length] = _compiled(compilation, console, stop)
-                continue
+            length = plan.next_length(step)
+            if length not in chunks:
+                console.compiling(f"chunk of {length} agent steps", 0.0)
+                chunks[length] = _compiled(trainer.compile_chunk(length, state), console, stop)
             if step < trainer.schedule.seed_steps <= step + length:
                 console.message(f"pretraining: {trainer.schedule.seed_steps} updates")
             # Blocking in the thread: dispatch is asynchronous, and the wait must be interruptible.
-            fn = functools.partial(_run_call, plan.ready[length], state)
+            fn = functools.partial(_run_call, chunks[length], state)
             call = Background(f"steps {step}..{step + length}", fn)
             lost = True  # the call consumes (donates) the state
             state, metrics, finite = _wait(call, stop, grace=_GRACE_SECONDS)
@@ -164,10 +167,10 @@ def train_loop(
             pieces.append(metrics)
             seconds += elapsed
             console.advance(step)
-            # Random steps are much faster than steps with updates; after a signal, compile nothing.
-            if step - length > trainer.schedule.seed_steps and stop.signum is None:
-                plan.measured(length, elapsed, state)
-            if step < boundary:
+            # Random steps are much faster than steps with updates.
+            if step - length > trainer.schedule.seed_steps:
+                plan.measured(length, elapsed)
+            if step % window:
                 continue
             window_metrics = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
             env_step = step * trainer.spec.action_repeat

@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .buffer import buffer_bytes, default_capacity
 from .checkpoint import CheckpointError, load_checkpoint
-from .compiling import Compilation
+from .compiling import Compilation, free_compiled_programs
 from .config import (  # ConfigError, validate and config_dict are re-exported for older imports
     AgentConfig,
     ConfigError as ConfigError,
@@ -57,6 +57,8 @@ RESUMABLE = (
     "steps",
     "eval_every",
     "eval_episodes",
+    "eval_at_start",
+    "eval_policy",
     "checkpoint_every",
     "chunk_steps",
     "run_dir",
@@ -110,9 +112,15 @@ class Trainer:
         self.devices = devices if devices is not None else _usable_devices(cfg.num_seeds)
         self.mesh = Mesh(np.array(self.devices), ("seed",))
         self._chunks: dict[int, tuple[Callable, Callable]] = {}
-        self._evaluate = eqx.filter_jit(
-            make_evaluate(self.agent_cfg, self.eval_env, cfg.eval_episodes)
-        )
+        # Keyed by `policy_only`: the planner in eval mode, or the policy's mean action alone.
+        self._evaluate = {
+            policy_only: eqx.filter_jit(
+                make_evaluate(
+                    self.agent_cfg, self.eval_env, cfg.eval_episodes, policy_only=policy_only
+                )
+            )
+            for policy_only in (False, True)
+        }
 
     @property
     def seeds(self) -> list[int]:
@@ -159,29 +167,34 @@ class Trainer:
         """How many times the chunk of `num_steps` steps has been traced (compiled)."""
         return eqx.debug.get_num_traces(self._chunks[num_steps][1])
 
-    def compile_chunk(self, num_steps: int, state: LoopState, trace_here: bool) -> Compilation:
+    def compile_chunk(self, num_steps: int, state: LoopState) -> Compilation:
         """Compile the chunk of `num_steps` steps for arguments like `state` in the background
-        (see `Compilation`; `trace_here` when the caller goes on using `state`)."""
+        (see `Compilation`)."""
         lower = lambda: self.chunk_fn(num_steps).lower(state)
-        return Compilation(f"chunk of {num_steps} agent steps", lower, trace_here)
+        return Compilation(f"chunk of {num_steps} agent steps", lower)
 
-    def compile_evaluate(self, state: LoopState) -> Compilation:
+    def compile_evaluate(self, state: LoopState, *, policy_only: bool = False) -> Compilation:
         """Compile the evaluation for `state` in the background (see `Compilation`)."""
-        lower = lambda: self._evaluate.lower(state.seeds.agent, self._eval_keys(0))
-        return Compilation("evaluation", lower)
+        label = "policy-only evaluation" if policy_only else "evaluation"
+        lower = lambda: self._evaluate[policy_only].lower(state.seeds.agent, self._eval_keys(0))
+        return Compilation(label, lower)
 
     def _eval_keys(self, step: int) -> jax.Array:
         return jax.vmap(lambda k: jr.fold_in(k, step))(stream(self.keys, "eval"))
 
-    def evaluate(self, state: LoopState, compiled: Callable | None = None) -> np.ndarray:
+    def evaluate(
+        self, state: LoopState, compiled: Callable | None = None, *, policy_only: bool = False
+    ) -> np.ndarray:
         """Eval-mode returns of shape (seed, episode) at the state's current step.
 
         **Arguments:**
 
         - `state`: the loop state to evaluate (not modified).
         - `compiled`: the result of `compile_evaluate` (default: compiled on first use).
+        - `policy_only`: the sampling policy's mean action alone instead of the planner (the
+            same start states).
         """
-        evaluate = compiled or self._evaluate
+        evaluate = compiled or self._evaluate[policy_only]
         return np.asarray(evaluate(state.seeds.agent, self._eval_keys(int(state.step))))
 
 
@@ -291,8 +304,9 @@ def run(
             loggers.append(aim)
         write_json(run_dir / "config.json", info)
         outputs = Loggers(*loggers)
-        # An evaluation cut short by an interrupt is done when the run continues.
-        missing = bool(start) and start % cfg.eval_every == 0 and not csv_logger.evaluated(start)
+        # Step 0 (with --eval-at-start), or an evaluation cut short by an interrupt.
+        due = start > 0 or cfg.eval_at_start
+        missing = due and start % cfg.eval_every == 0 and not csv_logger.evaluated(start)
         console.message(_summary(trainer, state, run_dir))
         if start:
             console.message(f"resuming at agent step {start} from {run_dir / 'checkpoints'}")
@@ -305,5 +319,6 @@ def run(
             outputs.close()
     finally:
         lock.close()
+        free_compiled_programs()  # a process that runs many runs must not run out of mappings
     print(final_report(returns, trainer.seeds, time.perf_counter() - wall, run_dir), flush=True)
     return run_dir

@@ -28,8 +28,9 @@ class AbstractLogger(abc.ABC):
         """One row per seed of window means at agent step `step` (see `experiment`)."""
 
     @abc.abstractmethod
-    def log_eval(self, returns: np.ndarray, step: int) -> None:
-        """Eval returns of shape (seed, episode) at agent step `step`."""
+    def log_eval(self, returns: np.ndarray, step: int, *, policy_only: bool = False) -> None:
+        """Eval returns of shape (seed, episode) at agent step `step`: of the planner, or with
+        `policy_only` of the sampling policy's mean action alone."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -38,7 +39,8 @@ class AbstractLogger(abc.ABC):
 
 @final
 class CsvLogger(AbstractLogger):
-    """`eval.csv` and `train.csv` of a run directory (rows past `start` are set aside)."""
+    """`eval.csv`, `eval_policy.csv` (if used) and `train.csv` of a run directory (rows past
+    `start` are set aside)."""
 
     def __init__(self, run_dir: pathlib.Path, seeds: Sequence[int], action_repeat: int, start: int):
         """**Arguments:**
@@ -52,6 +54,7 @@ class CsvLogger(AbstractLogger):
         self._run_dir, self._seeds, self._repeat, self._start = run_dir, seeds, action_repeat, start
         self._eval = CsvLog(run_dir / "eval.csv", EVAL_COLUMNS)
         self._eval.drop_after("agent_step", start)
+        self._eval_policy: CsvLog | None = None
         self._train: CsvLog | None = None
 
     def evaluated(self, step: int) -> bool:
@@ -65,9 +68,13 @@ class CsvLogger(AbstractLogger):
             self._train.drop_after("agent_step", self._start)
         self._train.append(rows)
 
-    def log_eval(self, returns: np.ndarray, step: int) -> None:
+    def log_eval(self, returns: np.ndarray, step: int, *, policy_only: bool = False) -> None:
+        if policy_only and self._eval_policy is None:
+            self._eval_policy = CsvLog(self._run_dir / "eval_policy.csv", EVAL_COLUMNS)
+            self._eval_policy.drop_after("agent_step", self._start)
+        table = self._eval_policy if policy_only else self._eval
         env_step = step * self._repeat
-        self._eval.append(
+        table.append(
             {"agent_step": step, "env_step": env_step, "seed": s, "episode": e, "return": r}
             for s, per_seed in zip(self._seeds, returns)
             for e, r in enumerate(per_seed)
@@ -131,10 +138,11 @@ class AimLogger(AbstractLogger):
             }
             tracker.track(metrics, step=step, seeds=[row["seed"]], context={"subset": "train"})
 
-    def log_eval(self, returns: np.ndarray, step: int) -> None:
+    def log_eval(self, returns: np.ndarray, step: int, *, policy_only: bool = False) -> None:
+        context = {"subset": "eval_policy" if policy_only else "eval"}
         for tracker, seed, per_seed in zip(self._trackers, self._seeds, returns):
             mean = np.array([np.mean(per_seed)])
-            tracker.track({"return": mean}, step=step, seeds=[seed], context={"subset": "eval"})
+            tracker.track({"return": mean}, step=step, seeds=[seed], context=context)
 
     def close(self) -> None:
         for tracker in self._trackers:
@@ -152,9 +160,9 @@ class Loggers(AbstractLogger):
         for logger in self.loggers:
             logger.log_train(rows, step)
 
-    def log_eval(self, returns: np.ndarray, step: int) -> None:
+    def log_eval(self, returns: np.ndarray, step: int, *, policy_only: bool = False) -> None:
         for logger in self.loggers:
-            logger.log_eval(returns, step)
+            logger.log_eval(returns, step, policy_only=policy_only)
 
     def close(self) -> None:
         errors = []

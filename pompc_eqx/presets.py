@@ -29,10 +29,12 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
     ),
     "tdmpc2-repo": (
         "TD-MPC2 as its PyTorch repository runs it: the tdmpc2 preset with MPPI temperature 0.5"
-        " and the episode-length discount heuristic (0.99 on DMC, 0.995 on HumanoidBench).",
+        " and the episode-length discount heuristic (0.99 on DMC, 0.995 on HumanoidBench);"
+        " evaluates at step 0.",
         dataclasses.replace(
             _TDMPC2,
             preset="tdmpc2-repo",
+            eval_at_start=True,
             planner=dataclasses.replace(_TDMPC2.planner, temperature=0.5),
             loss=dataclasses.replace(_TDMPC2.loss, discount="heuristic"),
         ),
@@ -47,9 +49,11 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         "BMPC as its repository runs it: lambda = inf, prior = stored planner Gaussians, a"
         " state-value V(z) ensemble of 2 heads with a one-step model-based target (planner"
         " bootstrap: mean V), MPPI temperature 0.5, KL averaged over action dimensions, the"
-        " episode-length discount heuristic.",
+        " episode-length discount heuristic; evaluates at step 0, and the policy alone too.",
         TrainConfig(
             preset="bmpc-repo",
+            eval_at_start=True,
+            eval_policy=True,
             lam=math.inf,
             prior="replay",
             model=ModelConfig(value="v", num_q=2),

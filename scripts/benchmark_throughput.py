@@ -238,8 +238,11 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> tuple[float, float]:
     return flops / statistics.median(wall), flops / statistics.median(cpu) * (os.cpu_count() or 1)
 
 
-def measure(task: str, preset: str, size: str, num_seeds: int, timed_steps: int) -> dict:
-    """Steady agent steps/s of the compiled chunk after a short seed phase and its burst."""
+def measure(
+    task: str, preset: str, size: str, num_seeds: int, timed_steps: int, timed_calls: int = 1
+) -> dict:
+    """Steady agent steps/s of the compiled chunk after a short seed phase and its burst:
+    `timed_calls` calls of `timed_steps` agent steps each, as the training driver makes them."""
     seed_steps = 8
     cfg, schedule, env = build(task, preset, size, num_seeds, seed_steps)
     state = eqx.filter_jit(init_loop)(cfg, schedule, env, seed_keys(0, num_seeds))
@@ -252,13 +255,15 @@ def measure(task: str, preset: str, size: str, num_seeds: int, timed_steps: int)
     state, metrics = chunk(state)  # compile the timed length, warm caches
     jax.block_until_ready(metrics)
     tick = time.perf_counter()
-    state, metrics = chunk(state)
-    jax.block_until_ready(metrics)
+    for _ in range(timed_calls):
+        state, metrics = chunk(state)
+        jax.device_get(metrics)
     seconds = time.perf_counter() - tick
+    steps = timed_steps * timed_calls
     return {
-        "steps_per_s": timed_steps / seconds,
-        "seed_steps_per_s": num_seeds * timed_steps / seconds,
-        "ms_per_step": 1000 * seconds / timed_steps,
+        "steps_per_s": steps / seconds,
+        "seed_steps_per_s": num_seeds * steps / seconds,
+        "ms_per_step": 1000 * seconds / steps,
         "first_chunk_s": compile_s,
     }
 
@@ -387,7 +392,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--sizes", nargs="+", default=["tiny", "1m", "5m"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds in the loop")
-    parser.add_argument("--timed-steps", type=int, default=10)
+    parser.add_argument("--timed-steps", type=int, default=10, help="agent steps per timed call")
+    parser.add_argument("--timed-calls", type=int, default=1, help="timed calls (each synced)")
     parser.add_argument("--flops-only", action="store_true", help="no timings")
     parser.add_argument(
         "--no-xla", action="store_true", help="skip XLA's cost analysis (no compilation)"
@@ -454,7 +460,9 @@ def main(argv: list[str] | None = None) -> None:
                 for n in [None] if args.flops_only else args.seeds:
                     row = dict(flops, seeds=n or 1)
                     if n is not None:
-                        row.update(measure(task, preset, size, n, args.timed_steps))
+                        row.update(
+                            measure(task, preset, size, n, args.timed_steps, args.timed_calls)
+                        )
                     rows.append(row)
                     print(
                         f"{task} {preset} {size} seeds={n}: {row['total'] / 1e6:.1f} MFLOP/step"

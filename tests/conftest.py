@@ -19,9 +19,8 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
     """One persistent XLA cache for the test subprocesses (CLI runs): runs that build the same
-    program compile it once. The long-lived test process itself does not use it: with it, the
-    suite process aborted twice inside JAX's cache read/write (compilation_cache.py) after
-    hundreds of compiles; each CLI run is a fresh process and keeps the cache."""
+    program compile it once. The test process itself does not use it, so that every test
+    compiles what it tests and none reads an entry that a killed child left half-written."""
     path = str(tmp_path_factory.mktemp("xla-cache"))
     jax.config.update("jax_compilation_cache_dir", None)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
@@ -33,6 +32,16 @@ def compilation_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pompc_eqx.cli, "use_compile_cache", lambda directory: None)
         yield path
+
+
+@pytest.fixture(autouse=True)
+def bounded_memory_maps():
+    """The suite compiles hundreds of XLA programs in one process: drop them from memory before
+    the process reaches the kernel's limit on memory mappings (see `free_compiled_programs`)."""
+    yield
+    from pompc_eqx.compiling import free_compiled_programs
+
+    free_compiled_programs()
 
 
 @pytest.fixture

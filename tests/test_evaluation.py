@@ -1,5 +1,8 @@
 """Evaluation episodes (loop.make_evaluate): planner or policy-only actions."""
 
+import csv
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -7,9 +10,12 @@ import jax.random as jr
 import numpy as np
 import pytest
 from helpers import tiny_agent_config
+from test_training import CHUNK, small
 
 from pompc_eqx.agent import init_agent, policy_action
 from pompc_eqx.envs.registry import make_env
+from pompc_eqx.experiment import run
+from pompc_eqx.loggers import EVAL_COLUMNS
 from pompc_eqx.loop import make_evaluate, seed_keys
 
 
@@ -52,3 +58,26 @@ def test_policy_only_evaluation_plays_the_policy_mean():
         obs = ts.obs
     np.testing.assert_allclose(policy_result[:, 0], total, rtol=1e-5)
     assert not np.allclose(planner_result, policy_result)
+
+
+@pytest.mark.slow
+def test_run_evaluates_at_step_0_and_the_policy_alone_into_its_own_file(tmp_path):
+    cfg = small(num_seeds=2, eval_episodes=2, eval_at_start=True, eval_policy=True)
+    run_dir = run(dataclasses.replace(cfg, run_dir=tmp_path / "run"))
+    planner, policy = (_rows(run_dir / name) for name in ("eval.csv", "eval_policy.csv"))
+    for rows in (planner, policy):
+        assert tuple(rows[0]) == EVAL_COLUMNS, "eval_policy.csv has eval.csv's columns"
+        steps = sorted({int(r["agent_step"]) for r in rows})
+        assert steps == [0, CHUNK, 2 * CHUNK]
+        assert len(rows) == len(steps) * 2 * 2  # steps x seeds x episodes
+    returns = lambda rows: [float(r["return"]) for r in rows]
+    assert returns(planner) != returns(policy), "the policy alone is evaluated, not the planner"
+    # Without the options (the default of the paper's presets) neither happens.
+    plain = run(dataclasses.replace(small(num_seeds=1), run_dir=tmp_path / "plain"))
+    assert {r["agent_step"] for r in _rows(plain / "eval.csv")} == {str(CHUNK), str(2 * CHUNK)}
+    assert not (plain / "eval_policy.csv").exists()
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))

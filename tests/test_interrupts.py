@@ -20,7 +20,7 @@ from test_training import CHUNK, SMALL_FLAGS, small
 
 from pompc_eqx import cli, driver
 from pompc_eqx.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from pompc_eqx.compiling import ChunkPlan, Compilation
+from pompc_eqx.compiling import ChunkPlan
 from pompc_eqx.config import ConfigError
 from pompc_eqx.experiment import Trainer, run
 from pompc_eqx.run_dir import lock
@@ -28,7 +28,7 @@ from pompc_eqx.signals import Interrupted
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-HALF = CHUNK // 2  # the length of each compiled call of a tiny run (see driver._FIRST_CALL_STEPS)
+HALF = CHUNK // 2  # the length of each compiled call of a tiny run (see driver._CALL_STEPS)
 
 
 def _rows(path: pathlib.Path) -> list[dict]:
@@ -320,45 +320,23 @@ def test_sigkill_while_saving_keeps_the_previous_checkpoint(tmp_path):
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()), "stale temporary kept"
 
 
-class _Lowered:
-    def compile(self):
-        return lambda state: state
+def test_call_length_is_one_divisor_of_the_window_until_calls_take_too_long():
+    plan = ChunkPlan(window=1000, first_steps=8, target_seconds=10.0)
+    assert [plan.next_length(s) for s in (0, 8, 992)] == [8, 8, 8]
+    plan.measured(8, 0.08)  # fast calls: no second length (it would cost a compile)
+    plan.measured(8, 0.08)
+    assert plan.next_length(16) == 8
+    assert plan.next_length(13) == 3, "a step off the grid (resume, changed window) realigns"
 
-
-def test_call_lengths_follow_the_measured_step_time():
-    compiled = []
-
-    def compile_chunk(num_steps, state, trace_here):
-        compiled.append(num_steps)
-        return Compilation(f"chunk of {num_steps}", _Lowered, trace_here)
-
-    plan = ChunkPlan(compile_chunk, window=1000, first_steps=8, target_seconds=10.0)
-    length, compilation = plan.next_call(0, 1000, None)
-    assert (length, compiled) == (8, [8])
-    plan.ready[8] = compilation.result()
-    assert plan.next_call(8, 1000, None) == (8, None)
-    plan.measured(8, 5.0, None)  # the first call of a length is not used
-    assert plan.pending is None
-    plan.measured(8, 0.08, None)  # 10 ms per step: 1000 steps fit in 10 s
-    length, compilation = plan.pending
-    compilation.wait(30.0)
-    assert plan.next_call(16, 1000, None)[0] == 1000
-    plan.ready[1000] = compilation.result()
-    assert plan.next_call(16, 1000, None) == (8, None), "calls stay aligned to their length"
-    assert plan.next_call(1000, 2000, None) == (1000, None)
-    plan.measured(1000, 10.0, None)
-    plan.measured(1000, 25.0, None)  # slower than thought: back to short calls, then 250
-    assert 1000 not in plan.ready and plan.pending[0] == 250
-    plan.pending[1].wait(30.0)
-    length, compilation = plan.next_call(2000, 3000, None)
-    plan.ready[length] = compilation.result()
-    assert plan.next_call(2000, 3000, None) == (250, None)
-    assert plan.next_call(13, 1000, None)[0] == 3, "a step off the grid realigns once"
-
-    slow = ChunkPlan(compile_chunk, window=16, first_steps=8, target_seconds=10.0)
-    slow.ready[8] = slow.next_call(0, 16, None)[1].result()
-    slow.measured(8, 1.0, None)
-    slow.measured(8, 40.0, None)  # 5 s per step: the first length itself is too long
-    assert 8 not in slow.ready and slow.base == 2
-    slow.pending[1].wait(30.0)
-    assert slow.next_call(8, 16, None)[0] == 2
+    slow = ChunkPlan(window=16, first_steps=12, target_seconds=10.0)
+    assert slow.next_length(0) == 8, "a divisor of the window"
+    slow.measured(8, 100.0)  # the first call of a length pays for loading: not used
+    assert slow.length == 8
+    slow.measured(8, 40.0)  # 5 s per step: calls of 2 steps fit the target
+    assert slow.length == 2 and slow.next_length(8) == 2
+    slow.measured(2, 30.0)
+    slow.measured(2, 30.0)  # even one step is over the target: one step per call
+    assert slow.length == 1
+    slow.measured(1, 1000.0)
+    slow.measured(1, 1000.0)
+    assert slow.length == 1

@@ -33,6 +33,8 @@ SETTINGS = {
     "optim.enc_lr_scale": (0.3,) * 5,
     "optim.grad_clip": (20.0,) * 5,
     "buffer.reanalyze_interval": (10,) * 5,
+    "eval_at_start": (False, True, False, True, False),
+    "eval_policy": (False, False, False, True, False),
 }
 NAMES = ("tdmpc2", "tdmpc2-repo", "bmpc", "bmpc-repo", "pompc")
 OBJECTIVES = (MaxQ, MaxQ, KLOnly, KLOnly, KLRegularized)

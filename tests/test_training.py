@@ -16,6 +16,7 @@ import pytest
 
 from pompc_eqx.agent import metrics_skipped_in_pretraining
 from pompc_eqx.checkpoint import CheckpointError
+from pompc_eqx.compiling import tasks_in_flight
 from pompc_eqx.config import TrainConfig, config_from_dict
 from pompc_eqx.experiment import (
     ConfigError,
@@ -169,6 +170,7 @@ def _eval_rows(run_dir: pathlib.Path) -> list[dict]:
 def test_resume_is_bit_identical(tmp_path):
     cfg = small(num_seeds=2, checkpoint_every=CHUNK, run_dir=tmp_path / "full")
     full = run(cfg)
+    assert not tasks_in_flight(), "a finished run leaves no compile or call running"
     assert sorted(p.name for p in (full / "checkpoints").iterdir()) == [
         f"step_{CHUNK:012d}.ckpt",
         f"step_{2 * CHUNK:012d}.ckpt",
