@@ -159,7 +159,7 @@ class ChunkPlan:
     Results do not depend on how a window is split into calls (the scan body is the same and
     every key lives in the state), so the length is picked for responsiveness only: interrupts
     and the progress display wait for a running call. One length serves the whole run, the
-    largest divisor of the window up to `first_steps`: longer calls save no time (per-call
+    largest divisor of the window up to `first_steps`: longer calls save little time (per-call
     overhead is negligible; see docs/design.md) but cost a second compile. Only when its calls
     take over twice `target_seconds` (a large model on a slow machine) is a shorter length
     compiled. Calls are aligned to multiples of their length, so window boundaries (logging,

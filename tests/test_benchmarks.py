@@ -114,7 +114,9 @@ def test_peer_without_peer_dir_is_reported_not_run(peer):
     assert result.steps_per_s is None and result.note.startswith("not run")
 
 
-@pytest.mark.parametrize("name", ["benchmark_peer", "benchmark_throughput"])
+@pytest.mark.parametrize(
+    "name", ["benchmark_call_length", "benchmark_peer", "benchmark_throughput"]
+)
 def test_help_runs(name):
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / f"{name}.py"), "--help"],
