@@ -263,6 +263,7 @@ def test_num_policy_latents_per_preset():
     assert agent_config("pompc").num_policy_latents == H
 
 
+@pytest.mark.slow
 def test_lambda_zero_is_tdmpc2_policy_loss(states, batch, getkey):
     """lambda = 0 (`tdmpc2` preset): (1/(H+1)) sum_{t=0}^{H} rho^t mean_B[-alpha se_t - q_t/S_Q],
     q_t the mean of one random pair of online Q heads with dropout on, S_Q updated from q_0."""
@@ -278,6 +279,7 @@ def test_lambda_zero_is_tdmpc2_policy_loss(states, batch, getkey):
     assert p95 - p5 > 1.0
 
 
+@pytest.mark.slow
 def test_lambda_inf_is_bmpc_kl_only_loss(states, batch, getkey):
     """lambda = inf (`bmpc`): (1/H) sum_t rho^t mean_B[KL_t/S_KL - alpha se_t], KL to the stored
     planner Gaussians N(plan_mean[t], plan_std[t]) at rows t = 0..H-1; no Q term."""
@@ -301,6 +303,7 @@ def test_lambda_inf_is_bmpc_kl_only_loss(states, batch, getkey):
     assert abs(float(l0) - float(l1)) > 1e-3
 
 
+@pytest.mark.slow
 def test_intermediate_lambda_loss_and_linearity_in_lambda(states, batch, getkey):
     """lambda = 1 (`pompc`): lam KL(pi_s || pi_p)/S_KL - Q^lambda/S_Q - alpha se, with pi_p the
     learned prior network and the critic the Q^lambda ensemble (not Q). And the loss is linear
@@ -330,6 +333,7 @@ def test_intermediate_lambda_loss_and_linearity_in_lambda(states, batch, getkey)
 # --------------------------------------------------------------------------- TD targets
 
 
+@pytest.mark.slow
 def test_td_targets_eq15_and_eq17(states, batch, getkey):
     """y = r + gamma (1 - term) min_pair Qbar(z', a~) and
     y^lam = r + gamma (1 - term) (min_pair Qbar^lam(z', a~) - lam KL(pi_s||pi_p)(z') / max(1, S)),
@@ -454,6 +458,7 @@ def test_world_model_loss_matches_naive_loop(no_dropout_state, batch, getkey):
 # --------------------------------------------------------------------------- update
 
 
+@pytest.mark.slow
 def test_update_compiles_once_and_applies_the_steps(states, getkey):
     """Three updates with the same shapes trace once (pretrain is a traced flag). After a normal
     update the targets are the Polyak average of the *updated* online Q; in pretraining the

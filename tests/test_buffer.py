@@ -145,6 +145,7 @@ def test_write_plans_targets_rows_start_plus_t():
     assert sorted(changed.tolist()) == sorted({(s + t) % 16 for s in (2, 14) for t in range(H)})
 
 
+@pytest.mark.slow
 def test_learn_reanalyze_writes_fresh_plans_into_sampled_rows():
     base = PRESETS["pompc"][1]
     cfg = dataclasses.replace(

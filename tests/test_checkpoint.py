@@ -75,6 +75,7 @@ def assert_identical(a, b):
         assert np.asarray(x).tobytes() == np.asarray(y).tobytes(), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("like_kind", ["eval_shape", "concrete"])
 def test_round_trip_is_bit_identical(tmp_path, like_kind):
     state = make_state()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from pompc_eqx.analysis.curves import read_rows
 from pompc_eqx.analysis.diagnose import find_collapses, progress_scale, read_evaluations
@@ -85,6 +86,7 @@ def test_the_figure_draws_logged_columns_and_names_the_missing_ones(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_the_script_writes_the_report_and_the_figure(tmp_path):
     seed1 = _spread([-1100, -700, -300, -800, -700, -650])
     run_dir = _write_run(

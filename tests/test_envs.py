@@ -200,6 +200,7 @@ def test_jax_env_save_host_state_is_none():
         ("dmc/dog-run", (223, 38)),
     ],
 )
+@pytest.mark.slow
 def test_dmc_dims_match_dm_control(name, dims):
     domain, task = parse_dmc_task(name)
     raw = suite.load(domain, task)
@@ -395,6 +396,7 @@ def test_dmc_aliases(alias, canonical):
     assert task_spec(alias).name == alias
 
 
+@pytest.mark.slow
 def test_dmc_task_list_is_the_whole_suite():
     assert sorted(DMC_TASKS) == sorted(f"dmc/{d}-{t}" for d, t in suite.ALL_TASKS)
     specs = {spec.name: spec for spec in list_tasks()}
@@ -449,6 +451,7 @@ _RENDER_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_render_host_env():
     # MuJoCo picks its GL backend at import, so render in a child process with MUJOCO_GL set.
     result = subprocess.run(

@@ -37,6 +37,7 @@ def test_constant_probe_returns(policy_only):
     np.testing.assert_allclose(returns, 10.0)
 
 
+@pytest.mark.slow
 def test_policy_only_evaluation_plays_the_policy_mean():
     """On the target probe (reward 1 - mean((a - obs)^2)), the policy-only return is the sum of
     the rewards of the policy's mean action at each observation; the planner's differs."""

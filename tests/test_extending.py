@@ -69,6 +69,7 @@ def kl_with_q(cfg, *, critic_key, prior_key):
     return KLWithQ(make_prior(cfg, key=prior_key), one(), one(), lam=1.0)
 
 
+@pytest.mark.slow
 def test_new_objective_plugs_into_the_agent_and_trains():
     cfg = tiny_agent_config(
         "pompc",

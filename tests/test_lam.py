@@ -49,6 +49,7 @@ def test_dual_lambda_moves_toward_the_constraint(kl, direction):
     assert np.all(np.sign(diffs) == direction), values
 
 
+@pytest.mark.slow
 def test_dual_lambda_settles_where_the_kl_meets_the_target():
     # A toy policy whose KL to its prior falls as lambda grows: KL = 2 / (1 + lambda).
     lam = DualLambda(lam_init=0.1, kl_target=0.5, lr=0.05)

@@ -41,6 +41,7 @@ def expected_count(obs, act, enc_dim, mlp_dim, latent_dim, num_enc_layers, num_q
     return dict(encoder=enc, dynamics=dyn, reward=head, policy=pi, q=num_q * head)
 
 
+@pytest.mark.slow
 def test_param_count_5m_cartpole():
     """The 5M model on cartpole-swingup (obs 5, action 1): h, d, R, pi_s and 5 Q heads."""
     cfg = agent_config("bmpc", "5m")
@@ -107,6 +108,7 @@ def tiny_nets(tiny_state):
     return tiny_state.nets
 
 
+@pytest.mark.slow
 def test_reward_and_q_heads_read_zero_at_init(tiny_state):
     nets, qlam = tiny_state.nets, tiny_state.objective.qlam
     keys = jr.split(jr.key(2), 4)
@@ -182,6 +184,7 @@ def _ensemble_outputs(key):
     return ens, ens(x), sub(x), sub, single(x), idx
 
 
+@pytest.mark.slow
 def test_ensemble_members_differ_and_subset_picks_members(getkey):
     ens, out, sub_out, sub, single_out, idx = _ensemble_outputs(getkey())
     assert out.shape == (4, 3)

@@ -91,6 +91,7 @@ def analytic_plans():
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("z0, c", CASES)
 def test_plan_finds_the_analytic_optimum(analytic_plans, z0, c):
     evals, _ = analytic_plans[(z0, c)]
@@ -169,6 +170,7 @@ def test_shift_warm_start():
     assert shifted.shape == mean.shape
 
 
+@pytest.mark.slow
 def test_plan_uses_the_warm_start(getkey):
     """One iteration (no policy trajectories, max_std 0.1) stays near its warm-start mean: from the
     optimum it stays there, from a bad warm start it cannot reach the optimum."""
@@ -198,6 +200,7 @@ def test_trajectory_values_eq10_analytic(getkey):
     np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_trajectory_values_bootstrap_uses_online_q_pair_average(getkey):
     """The gamma^H bootstrap is the average of a random *pair* of the ordinary Q heads (not
     Q^lambda, no dropout) at a pi_s sample. Replicates the implementation's key layout."""
@@ -236,6 +239,7 @@ def test_trajectory_values_bootstrap_uses_online_q_pair_average(getkey):
     np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_reanalyze_equals_individual_plans(getkey):
     cfg = dataclasses.replace(PRESETS["pompc"][1], model_size="tiny").agent_config(5, 2, 100)
     nets = make_networks(cfg, key=getkey())
@@ -270,6 +274,7 @@ def test_reanalyze_equals_individual_plans(getkey):
     assert not np.allclose(mean[0], mean[1])
 
 
+@pytest.mark.slow
 def test_reanalyze_draws_policy_trajectories_with_the_wider_log_std(getkey):
     """BMPC's exploration bounds: with every sample drawn from a policy pinned at its lowest
     log-std, the re-planned sigma_0 follows that log-std: exp(-2) with bounds (-2, 1),

@@ -172,6 +172,7 @@ def train_prior(prior, zs, batch, cfg, steps, lr=3e-3):
     return eqx.combine(params, static), losses
 
 
+@pytest.mark.slow
 def test_policy_net_prior_trained_by_prior_loss_reaches_the_optima():
     """A PolicyNet trained through `prior_loss` (rho^t/H weights over H=3 rows) on one latent."""
     mu, sigma = stale_planner_gaussians(jr.key(1))
@@ -207,6 +208,7 @@ def test_policy_net_prior_trained_by_prior_loss_reaches_the_optima():
 # --------------------------------------------------------------------------- Appendix G
 
 
+@pytest.mark.slow
 def test_learned_prior_lowers_policy_gradient_variance():
     """Appendix G: with stale, varying planner statistics the gradient of the KL term of the
     sampling policy's loss (lambda = inf, entropy off: the KL term alone) varies across

@@ -182,6 +182,7 @@ def test_write_page_names_command_table_and_wall_times(tmp_path):
     assert "| a | 1.5 min |" in text
 
 
+@pytest.mark.slow
 def test_benchmark_learning_runs_a_grid_then_skips_it_when_finished(tmp_path):
     (tmp_path / "notes.md").write_text("These are the notes.\n")
     command = [

@@ -34,6 +34,7 @@ def test_termination_module_follows_episodic():
     np.testing.assert_array_equal(nets.encoder.out.linear.weight, other.encoder.out.linear.weight)
 
 
+@pytest.mark.slow
 def test_termination_loss_is_binary_cross_entropy():
     head = make_networks(agent_config(True), key=jr.key(1)).termination
     z = jax.nn.softmax(jr.normal(jr.key(2), (3, 4, 2, 8)), axis=-1).reshape(3, 4, 16)
@@ -45,6 +46,7 @@ def test_termination_loss_is_binary_cross_entropy():
     assert metrics["termination_loss"] is loss
 
 
+@pytest.mark.slow
 def test_planner_counts_nothing_after_a_predicted_end():
     """A head that predicts 'ended' everywhere: each trajectory is worth its first reward only."""
     cfg = agent_config(True)

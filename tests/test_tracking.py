@@ -128,6 +128,7 @@ def read_back(repo, run_hash):
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_aim_tracker_round_trip_and_resume(tmp_path):
     repo = tmp_path / "aim"
     hparams = {"lr": 3e-4, "model": {"width": 64}, "tags": ("a", "b")}
@@ -226,6 +227,7 @@ def test_progress_bar_disabled_still_writes_messages():
     assert out.getvalue() == "hello\n"
 
 
+@pytest.mark.slow
 def test_aim_logger_keeps_one_run_per_seed_and_resumes_them(tmp_path):
     repo = tmp_path / "aim"
     rows = [

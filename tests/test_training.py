@@ -106,6 +106,7 @@ def batch_of_four() -> dict[str, np.ndarray]:
     return first_chunk(small(num_seeds=4, seed=0))
 
 
+@pytest.mark.slow
 def test_seed_gives_same_metrics_alone_or_in_a_batch(batch_of_four):
     alone = first_chunk(small(num_seeds=1, seed=2))
     assert np.isfinite(alone["world_model_loss"]).sum() > 0, "no update ran in the first chunk"
@@ -127,6 +128,7 @@ def test_different_seeds_differ(batch_of_four):
     assert len({tuple(np.round(r, 6)) for r in rows.T}) == 4
 
 
+@pytest.mark.slow
 def test_chunk_compiles_once_over_several_chunks():
     trainer = Trainer(small(num_seeds=2))
     state = trainer.init_state()
@@ -138,6 +140,7 @@ def test_chunk_compiles_once_over_several_chunks():
     assert np.asarray(finite).all()
 
 
+@pytest.mark.slow
 def test_sharded_seeds_match_single_device():
     """Two CPU devices (forced in a subprocess): per-seed metrics of the first chunk match."""
     code = f"""
@@ -167,6 +170,7 @@ def _eval_rows(run_dir: pathlib.Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(tmp_path):
     cfg = small(num_seeds=2, checkpoint_every=CHUNK, run_dir=tmp_path / "full")
     full = run(cfg)
@@ -186,6 +190,7 @@ def test_resume_is_bit_identical(tmp_path):
     assert len(dropped) == 1, "rows past the checkpoint must be kept aside, not lost"
 
 
+@pytest.mark.slow
 def test_resume_errors(tmp_path):
     with pytest.raises(CheckpointError, match="config.json"):
         run(small(resume=tmp_path))
@@ -202,6 +207,7 @@ def test_resume_errors(tmp_path):
     assert (tmp_path / "r" / "eval.csv").exists()
 
 
+@pytest.mark.slow
 def test_nan_guard_names_term_seed_and_step_and_keeps_checkpoint(tmp_path):
     # A NaN entropy weight poisons only the policy loss, which is not trained in the burst:
     # the first chunk finishes (and is checkpointed), the second stops at its first update.
@@ -271,6 +277,7 @@ def _cli(*args, cwd):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tdmpc2", "bmpc", "pompc"])
 def test_cli_smoke_run_of_each_preset(preset, tmp_path):
     aim = [] if preset == "pompc" else ["--no-aim"]
@@ -351,6 +358,7 @@ def test_cli_help_documents_options(tmp_path):
         assert flag in out.stdout, flag
 
 
+@pytest.mark.slow
 def test_loop_trains_on_dm_control_with_two_seeds():
     """A few hundred agent steps of dmc/cartpole-swingup (host simulator, one batched callback
     per step) inside the compiled loop: updates run and the model's losses go down."""
@@ -373,6 +381,7 @@ def test_loop_trains_on_dm_control_with_two_seeds():
     assert not np.allclose(obs[0], obs[1])
 
 
+@pytest.mark.slow
 def test_nonfinite_action_never_reaches_the_simulator():
     """Seed 1's encoder is NaN, so its planned actions are NaN: MuJoCo gets 0 instead (it would
     raise PhysicsError mid-chunk), seed 0 is unaffected, and the host check names seed 1."""
@@ -415,6 +424,7 @@ def _evaluate_script(*args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_evaluate_script_reproduces_the_runs_final_evaluation(tmp_path):
     run_dir = run(small(num_seeds=2, eval_episodes=2, run_dir=tmp_path / "run"))
     out = _evaluate_script(str(run_dir), "--episodes", "2", cwd=tmp_path)
@@ -427,6 +437,7 @@ def test_evaluate_script_reproduces_the_runs_final_evaluation(tmp_path):
     assert missing.returncode == 2 and "config.json" in missing.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_script_writes_a_video_of_a_dm_control_run(tmp_path):
     from pompc_eqx.envs.registry import make_env
 
@@ -451,6 +462,7 @@ def test_evaluate_script_writes_a_video_of_a_dm_control_run(tmp_path):
     assert np.asarray(frames[0]).std() > 1.0, "blank frames"
 
 
+@pytest.mark.slow
 def test_agent_learns_the_target_probe_end_to_end():
     """jax/probe-target: reward 1 - mean((a - target)^2) with the target in the observation.
     A random policy scores about 3.3 per 10-step episode, the optimum is 10; after 600 updates

@@ -48,6 +48,7 @@ def test_value_function_per_preset(preset, kind, inputs):
     assert heads.num_members == (2 if preset == "bmpc-repo" else 5)
 
 
+@pytest.mark.slow
 def test_planner_bootstrap_with_v_is_the_mean_of_all_heads():
     cfg = agent_config()
     nets = make_networks(cfg, key=jr.key(1))
@@ -68,6 +69,7 @@ def test_planner_bootstrap_with_v_is_the_mean_of_all_heads():
     assert float(jnp.std(g)) > 0
 
 
+@pytest.mark.slow
 def test_v_target_is_one_step_model_based_on_encoded_real_latents():
     """y_t = r^(z_t, a) + gamma (1 - term_t) mean_k Vbar_k(d(z_t, a)), z_t = h(o_t), a ~ pi(z_t),
     with the *predicted* reward (the stored reward does not enter); key layout: action, value,
@@ -98,6 +100,7 @@ def test_v_target_is_one_step_model_based_on_encoded_real_latents():
     np.testing.assert_allclose(y2, y, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_bmpc_repo_update_trains_v():
     cfg = agent_config()
     state = init_agent(cfg, key=jr.key(12))

@@ -84,6 +84,7 @@ def _decode_mp4(path: pathlib.Path) -> np.ndarray:
     return np.frombuffer(out.stdout, np.uint8).reshape(-1, *SIZE, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])
 def test_evaluate_writes_a_readable_video_without_warnings(dmc_run, tmp_path, suffix):
     import imageio.v3 as iio
