@@ -20,7 +20,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 def compilation_cache(tmp_path_factory):
     """One persistent XLA cache for the test subprocesses (CLI runs): runs that build the same
     program compile it once. The test process itself does not use it, so that every test
-    compiles what it tests and none reads an entry that a killed child left half-written."""
+    compiles what it tests."""
     path = str(tmp_path_factory.mktemp("xla-cache"))
     jax.config.update("jax_compilation_cache_dir", None)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path

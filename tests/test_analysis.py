@@ -16,7 +16,9 @@ def test_importing_the_package_imports_neither_matplotlib_nor_the_analysis_tools
         "import sys, pompc_eqx, pompc_eqx.experiment, pompc_eqx.cli; "
         "print(sorted(m for m in sys.modules if m.startswith(('matplotlib', 'pompc_eqx.analysis'))))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == "[]"
 
 
