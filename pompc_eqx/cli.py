@@ -1,7 +1,7 @@
 """Command-line entry point of `scripts/train.py` (tyro over the frozen `TrainConfig`).
 
-`PRESET [OPTIONS]` starts a run; `--resume RUN_DIR [OPTIONS]` (no preset) continues one with
-its saved configuration. Two options are handled here, before tyro: `--compile-cache DIR|none`
+`PRESET [OPTIONS]` starts a run (a sweep with `--lam A B ...`); `--resume RUN_DIR [OPTIONS]`
+(no preset) continues one with its saved configuration. Two options are handled here, before tyro: `--compile-cache DIR|none`
 and `--overwrite` (once: start over in a directory whose run has no checkpoint yet; twice: also
 delete a run that has checkpoints).
 """
@@ -24,6 +24,7 @@ from .experiment import NonFiniteError, run
 from .files import DiskError
 from .presets import PRESETS
 from .signals import Interrupted
+from .sweep import SWEEP_FILE, Sweep, parse_values, split_sweep_args
 from .tracking import CsvLogError
 
 
@@ -43,6 +44,9 @@ options of scripts/train.py itself:
                               --chunk-steps, --no-aim/--aim, --no-progress may change
   --compile-cache DIR|none    persistent XLA compile cache (default: $JAX_COMPILATION_CACHE_DIR,
                               else $XDG_CACHE_HOME/pompc-eqx/xla or ~/.cache/pompc-eqx/xla)
+  --lam A B C ...             a lambda sweep: every finite lambda > 0 and every seed in one
+                              program, one sub-run directory per value (lam-A/, ...); with
+                              --lam auto, --loss.kl-target A B ... sweeps the KL target
   --overwrite                 start over in a --run-dir whose run has no checkpoint yet
                               (give it twice to delete a run that has checkpoints)
 exit codes: 0 done, 2 bad input, 3 non-finite values, 130/143/138 stopped by
@@ -76,16 +80,29 @@ def _resume_dir(args: list[str]) -> pathlib.Path | None:
     return None
 
 
-def parse(args: Sequence[str]) -> TrainConfig:
-    """`PRESET [OPTIONS]` -> the preset's `TrainConfig` with the options applied;
-    `--resume RUN_DIR [OPTIONS]` -> the saved configuration of RUN_DIR with the options applied.
+def parse(args: Sequence[str]) -> TrainConfig | Sweep:
+    """`PRESET [OPTIONS]` -> the preset's `TrainConfig` with the options applied (a `Sweep` if
+    `--lam` or `--loss.kl-target` has several values); `--resume DIR [OPTIONS]` -> the saved
+    configuration (or sweep) of DIR with the options applied.
     """
     args = list(args)
     resume = _resume_dir(args)
     if resume is not None and args[0] not in PRESETS:
+        if (resume / SWEEP_FILE).exists():
+            saved = json.loads((resume / SWEEP_FILE).read_text())
+            default = config_from_dict(saved["config"])
+            base = tyro.cli(TrainConfig, default=default, args=args, prog="scripts/train.py")
+            return Sweep(base, saved["option"], tuple(saved["values"]))
         saved = _saved_config(resume)
         return tyro.cli(TrainConfig, default=saved, args=args, prog="scripts/train.py")
-    return tyro.extras.overridable_config_cli(PRESETS, args=args, prog="scripts/train.py")
+    args, option, raw = split_sweep_args(args)
+    if option is None:
+        return tyro.extras.overridable_config_cli(PRESETS, args=args, prog="scripts/train.py")
+    values = parse_values(option, raw)
+    # The sweep's base is the configuration of its first value.
+    args = [*args, option, raw[0]]
+    base = tyro.extras.overridable_config_cli(PRESETS, args=args, prog="scripts/train.py")
+    return Sweep(base, option, values)
 
 
 def main(args: Sequence[str]) -> int:

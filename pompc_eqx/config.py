@@ -223,7 +223,7 @@ class TrainConfig:
     model_size: ModelSize = "5m"
     """TD-MPC2 model size."""
     lam: float | Literal["auto"] = 1.0
-    """KL weight lambda: 0 = TD-MPC2 policy loss, inf = KL only (BMPC), auto = tuned (dual)."""
+    """KL weight lambda: 0 = TD-MPC2, inf = KL only (BMPC), auto = tuned; several = one-program sweep."""
     prior: Annotated[str, tyro.conf.arg(metavar="{learned,replay}")] = "learned"
     """Prior: `learned` (the adaptive prior, a Gaussian policy network) or `replay` (the stored
     planner Gaussians); any other name registered in `pompc_eqx.priors.PRIORS` works too."""

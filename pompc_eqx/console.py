@@ -131,11 +131,12 @@ class ProgressBar:
 class ConsoleLogger(AbstractLogger):
     """The progress bar (optional) and one line per evaluation and per message."""
 
-    def __init__(self, total: int, seeds: Sequence[int], initial: int, bar: bool):
+    def __init__(self, total: int, seeds: Sequence[int | str], initial: int, bar: bool):
         """**Arguments:**
 
         - `total`: agent steps per seed at the end of the run.
-        - `seeds`: the seeds trained side by side.
+        - `seeds`: how each run trained side by side is named (its seed; in a sweep also its
+            value, see `experiment.Trainer.labels`).
         - `initial`: the agent step the run starts from.
         - `bar`: show the progress bar (otherwise only lines are printed, to stdout).
         """
@@ -182,17 +183,30 @@ class ConsoleLogger(AbstractLogger):
             self.bar.close()
 
 
-def final_report(returns: np.ndarray | None, seeds: list[int], seconds: float, run_dir: Any) -> str:
-    """The end-of-run summary: final eval mean ± CI and per seed, wall time, next commands."""
+def final_report(
+    returns: np.ndarray | None,
+    seeds: list[int],
+    seconds: float,
+    run_dir: Any,
+    groups: Sequence[str] = ("",),
+) -> str:
+    """The end-of-run summary: final eval mean ± CI and per seed, wall time, next commands.
+
+    `returns` (run, episode) are `len(groups)` consecutive blocks of runs, one line each (the
+    values of a sweep, e.g. `lam=0.1`)."""
     from .stats import mean_ci  # scipy: imported only at the end of a run
 
     lines = [f"done in {seconds / 60:.1f} min: {run_dir}"]
-    if returns is not None:
-        means = returns.mean(axis=1)
+    size = len(seeds) // len(groups)
+    for i, group in enumerate(groups if returns is not None else ()):
+        block = slice(i * size, (i + 1) * size)
+        means = returns[block].mean(axis=1)
         mean, ci = mean_ci(means)
         ci_text = "" if math.isnan(ci) else f" ± {ci:.1f} (95% CI over seeds)"
-        per_seed = ", ".join(f"seed {s}: {m:.1f}" for s, m in zip(seeds, means))
-        lines.append(f"final eval return {mean:.1f}{ci_text} | {per_seed}")
+        per_seed = ", ".join(f"seed {s}: {m:.1f}" for s, m in zip(seeds[block], means))
+        lines.append(
+            f"final eval return{' ' + group if group else ''} {mean:.1f}{ci_text} | {per_seed}"
+        )
     lines += [
         "next: python scripts/evaluate.py " + str(run_dir),
         f"      python scripts/results_table.py {run_dir} --plot curves.png",

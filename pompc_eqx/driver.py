@@ -96,7 +96,8 @@ def train_loop(
 
     **Returns:** the last evaluation's returns (seed, episode), or `None`.
     """
-    cfg, seeds, ckpt_dir = trainer.cfg, trainer.seeds, run_dir / "checkpoints"
+    cfg, seeds, labels = trainer.cfg, trainer.seeds, trainer.labels
+    ckpt_dir = run_dir / "checkpoints"
     window = _window(cfg)
     skipped_in_burst = metrics_skipped_in_pretraining(trainer.agent_cfg)
 
@@ -156,11 +157,11 @@ def train_loop(
             lost = False
             metrics = jax.device_get(metrics)
             elapsed = call.seconds
-            check_finite(metrics, step, seeds, skipped_in_burst)
+            check_finite(metrics, step, labels, skipped_in_burst)
             finite = np.asarray(finite)
             if not finite.all():
                 raise NonFiniteError(
-                    f"non-finite parameters for seed {seeds[int(np.argmin(finite))]} between "
+                    f"non-finite parameters for seed {labels[int(np.argmin(finite))]} between "
                     f"agent steps {step} and {step + length}"
                 )
             step += length

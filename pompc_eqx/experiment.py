@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -34,7 +35,7 @@ from .console import ConsoleLogger, final_report
 from .driver import train_loop
 from .envs.registry import make_env, task_spec
 from .files import plain, write_json
-from .loggers import AimLogger, CsvLogger, Loggers
+from .loggers import AimLogger, Blocks, CsvLogger, Loggers
 from .loop import (
     LoopState,
     Schedule,
@@ -47,8 +48,9 @@ from .loop import (
 )
 from .metrics import NonFiniteError as NonFiniteError, check_finite as check_finite
 from .objectives import objective_class
-from .run_dir import open_run_dir
+from .run_dir import open_run_dir, read_sub_run
 from .signals import StopRequest
+from .sweep import SWEEP_FILE, Sweep
 from .world_model import count_params
 
 
@@ -80,13 +82,21 @@ class Trainer:
       divide `num_seeds`).
     """
 
-    def __init__(self, cfg: TrainConfig, devices: list | None = None, capacity: int | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        devices: list | None = None,
+        capacity: int | None = None,
+        sweep: Sweep | None = None,
+    ):
         self.cfg = cfg
+        self.sweep = sweep
+        self.num_values = len(sweep.values) if sweep else 1
+        num_runs = self.num_values * cfg.num_seeds
         self.spec = task_spec(cfg.task)
         validate(cfg, self.spec)
-        self.agent_cfg: AgentConfig = cfg.agent_config(
-            self.spec.obs_dim, self.spec.action_dim, self.spec.episode_length
-        )
+        self.spec_dims = (self.spec.obs_dim, self.spec.action_dim, self.spec.episode_length)
+        self.agent_cfg: AgentConfig = cfg.agent_config(*self.spec_dims)
         capacity = (
             capacity or cfg.buffer.capacity or default_capacity(cfg.steps, self.spec.episode_length)
         )
@@ -99,17 +109,23 @@ class Trainer:
             reanalyze_batch=cfg.buffer.reanalyze_batch,
         )
         self.buffer_gb = (
-            cfg.num_seeds * buffer_bytes(capacity, self.spec.obs_dim, self.spec.action_dim) / 1e9
+            num_runs * buffer_bytes(capacity, self.spec.obs_dim, self.spec.action_dim) / 1e9
         )
         if self.buffer_gb > cfg.buffer.memory_budget_gb:
             raise ConfigError(
-                f"replay buffers need {self.buffer_gb:.2f} GB for {cfg.num_seeds} seeds x {capacity} rows, "
+                f"replay buffers need {self.buffer_gb:.2f} GB for {num_runs} runs x {capacity} rows, "
                 f"over --buffer.memory-budget-gb {cfg.buffer.memory_budget_gb}; lower --buffer.capacity or raise the budget"
             )
-        self.env = make_env(cfg.task, cfg.num_seeds)
-        self.eval_env = make_env(cfg.task, cfg.num_seeds)
-        self.keys = seed_keys(cfg.seed, cfg.num_seeds)
-        self.devices = devices if devices is not None else _usable_devices(cfg.num_seeds)
+        self.env = make_env(cfg.task, num_runs)
+        self.eval_env = make_env(cfg.task, num_runs)
+        # Run r is seed r % num_seeds of value r // num_seeds, with that seed's key.
+        self.keys = jnp.tile(seed_keys(cfg.seed, cfg.num_seeds), self.num_values)
+        self.swept = (
+            None
+            if sweep is None
+            else jnp.repeat(jnp.asarray(sweep.values, jnp.float32), cfg.num_seeds)
+        )
+        self.devices = devices if devices is not None else _usable_devices(num_runs)
         self.mesh = Mesh(np.array(self.devices), ("seed",))
         self._chunks: dict[int, tuple[Callable, Callable]] = {}
         # Keyed by `policy_only`: the planner in eval mode, or the policy's mean action alone.
@@ -124,11 +140,20 @@ class Trainer:
 
     @property
     def seeds(self) -> list[int]:
-        return [self.cfg.seed + i for i in range(self.cfg.num_seeds)]
+        """The seed of each run of the batch (in a sweep: repeated for every value)."""
+        return [self.cfg.seed + i for i in range(self.cfg.num_seeds)] * self.num_values
+
+    @property
+    def labels(self) -> list[int | str]:
+        """How messages name each run: its seed, or `seed (lam=value)` in a sweep."""
+        if self.sweep is None:
+            return self.seeds
+        per_value = [label for label in self.sweep.labels for _ in range(self.cfg.num_seeds)]
+        return [f"{s} ({v})" for s, v in zip(self.seeds, per_value)]
 
     def init_state(self) -> LoopState:
         state = eqx.filter_jit(init_loop, donate="none")(
-            self.agent_cfg, self.schedule, self.env, self.keys
+            self.agent_cfg, self.schedule, self.env, self.keys, self.swept
         )
         return self.shard(state)
 
@@ -220,93 +245,137 @@ def _restore(trainer: Trainer, run_dir: pathlib.Path, saved: dict | None) -> tup
 def _summary(trainer: Trainer, state: LoopState, run_dir: pathlib.Path) -> str:
     cfg, spec, schedule = trainer.cfg, trainer.spec, trainer.schedule
     first = jax.tree.map(lambda x: x[0] if eqx.is_array(x) else x, state.seeds.agent.nets)
+    sweep = trainer.sweep
+    lam = f"{sweep.option.removeprefix('--')} {list(sweep.values)}" if sweep else f"lam={cfg.lam}"
     return (
         f"{cfg.preset} on {cfg.task} (obs {spec.obs_dim}, action {spec.action_dim}, {spec.episode_length} steps x"
-        f" repeat {spec.action_repeat}) | lam={cfg.lam} prior={cfg.prior}/{cfg.prior_loss} | model {cfg.model_size}"
-        f" ({count_params(first) / 1e6:.2f}M params per seed) | seeds {trainer.seeds} on {len(trainer.devices)}"
+        f" repeat {spec.action_repeat}) | {lam} prior={cfg.prior}/{cfg.prior_loss} | model {cfg.model_size}"
+        f" ({count_params(first) / 1e6:.2f}M params per seed) | seeds {trainer.seeds[: cfg.num_seeds]}"
+        f"{f' x {trainer.num_values} values' if sweep else ''} on {len(trainer.devices)}"
         f" device(s) | {cfg.steps} agent steps, {schedule.seed_steps} seed steps"
-        f" | replay {schedule.capacity} rows/seed = {trainer.buffer_gb:.3f} GB | {run_dir}"
+        f" | replay {schedule.capacity} rows/run = {trainer.buffer_gb:.3f} GB | {run_dir}"
     )
 
 
-def _saved_capacity(run_dir: pathlib.Path) -> int | None:
-    config_file = run_dir / "config.json"
+def _saved_capacity(run_dir: pathlib.Path, manifest: str) -> int | None:
+    config_file = run_dir / manifest
     if not config_file.exists():
         return None  # open_run_dir says what is wrong
     return json.loads(config_file.read_text()).get("buffer_capacity")
 
 
 def run(
-    cfg: TrainConfig,
+    cfg: TrainConfig | Sweep,
     *,
     devices: list | None = None,
     overwrite: int = 0,
     command: list[str] | None = None,
 ) -> pathlib.Path:
-    """Train `cfg.num_seeds` seeds of one configuration; returns the run directory.
+    """Train `cfg.num_seeds` seeds of one configuration (or every run of a sweep) in one
+    program; returns the run (or sweep) directory.
 
     Writes `config.json`, `eval.csv`, `train.csv`, `checkpoints/` and one Aim run per seed into
-    the run directory, which it locks while it runs. With `cfg.resume` it continues the run
-    found there from its latest checkpoint. On SIGINT, SIGTERM or SIGUSR1 it checkpoints the
-    current step and raises `Interrupted` (see `signals`); a partial logging window is not
-    written to train.csv.
+    the run directory, which it locks while it runs. A sweep writes `sweep.json` and
+    `checkpoints/` there and the other files into one sub-run directory per value (see
+    `pompc_eqx.sweep`). With `cfg.resume` it continues the run found there from its latest
+    checkpoint. On SIGINT, SIGTERM or SIGUSR1 it checkpoints the current step and raises
+    `Interrupted` (see `signals`); a partial logging window is not written to train.csv.
 
     **Arguments:**
 
-    - `cfg`: the configuration.
+    - `cfg`: the configuration, or a `Sweep`.
     - `devices`: devices to shard the seeds over (default: see `Trainer`).
     - `overwrite`: start over in a directory that holds a run (see `run_dir.open_run_dir`).
     - `command`: the command line, recorded in config.json (default: `sys.argv`).
     """
     wall = time.perf_counter()
+    sweep = cfg if isinstance(cfg, Sweep) else None
+    base = sweep.base if sweep else cfg
+    manifest = SWEEP_FILE if sweep else "config.json"
     # A resumed run keeps its replay capacity, which by default depends on --steps.
-    capacity = _saved_capacity(cfg.resume) if cfg.resume is not None else None
-    trainer = Trainer(cfg, devices=devices, capacity=capacity)  # validates first
-    run_dir, lock, saved = open_run_dir(cfg, overwrite)
+    capacity = _saved_capacity(base.resume, manifest) if base.resume is not None else None
+    trainer = Trainer(base, devices=devices, capacity=capacity, sweep=sweep)  # validates first
+    run_dir, lock, saved = open_run_dir(base, overwrite, manifest)
     try:
-        now = config_dict(cfg)
-        if saved is not None:
-            diffs = config_differences(saved["config"], now, RESUMABLE)
+        # (configuration, directory, saved config.json) of each run of the program.
+        if sweep is None:
+            members = [(base, run_dir, saved)]
+        else:
+            members = [
+                (
+                    sweep.member(i, run_dir),
+                    run_dir / name,
+                    None if saved is None else read_sub_run(run_dir, name),
+                )
+                for i, name in enumerate(sweep.names)
+            ]
+        for member_cfg, member_dir, member_saved in members:
+            diffs = member_saved and config_differences(
+                member_saved["config"], config_dict(member_cfg), RESUMABLE
+            )
             if diffs:
                 raise CheckpointError(
-                    f"--resume {run_dir}: options that cannot change on resume differ from the "
-                    f"saved run: {'; '.join(diffs)}"
+                    f"--resume {member_dir}: options that cannot change on resume differ from "
+                    f"the saved run: {'; '.join(diffs)}"
                 )
-        state, start = _restore(trainer, run_dir, saved)
+        state, start = _restore(trainer, run_dir, members[0][2])
         command = list(sys.argv if command is None else command)
-        info = {
-            "config": now,
-            "task": dataclasses.asdict(trainer.spec),
-            "agent": plain(dataclasses.asdict(trainer.agent_cfg)),
-            "seeds": trainer.seeds,
-            "seed_steps": trainer.schedule.seed_steps,
-            "buffer_capacity": trainer.schedule.capacity,
+        history = {
             "command": command if saved is None else saved["command"],
             "resume_commands": []
             if saved is None
             else [*saved.get("resume_commands", []), command],
-            "aim_run_hashes": None if saved is None else saved.get("aim_run_hashes"),
         }
-        csv_logger = CsvLogger(run_dir, trainer.seeds, trainer.spec.action_repeat, start)
-        console = ConsoleLogger(cfg.steps, trainer.seeds, start, cfg.progress)
-        loggers = [csv_logger, console]
-        if cfg.aim:
-            aim = AimLogger(
-                cfg.aim_repo or run_dir,
-                cfg.experiment,
-                f"{cfg.preset} {cfg.task} lam={cfg.lam} prior={cfg.prior}/{cfg.prior_loss}",
-                now,
-                trainer.seeds,
-                group=run_dir.name,
-                run_hashes=info["aim_run_hashes"],
+        run_loggers, first_csv = [], None
+        for i, (member_cfg, member_dir, member_saved) in enumerate(members):
+            member_dir.mkdir(exist_ok=True)
+            now = config_dict(member_cfg)
+            seeds = trainer.seeds[: base.num_seeds]
+            info = {
+                "config": now,
+                "task": dataclasses.asdict(trainer.spec),
+                "agent": plain(dataclasses.asdict(member_cfg.agent_config(*trainer.spec_dims))),
+                "seeds": seeds,
+                "seed_steps": trainer.schedule.seed_steps,
+                "buffer_capacity": trainer.schedule.capacity,
+                **history,
+                "aim_run_hashes": member_saved and member_saved.get("aim_run_hashes"),
+            }
+            if sweep:
+                info["sweep"] = ".."  # the sweep directory, which holds the checkpoints
+            csv_logger = CsvLogger(member_dir, seeds, trainer.spec.action_repeat, start)
+            first_csv = first_csv or csv_logger
+            loggers = [csv_logger]
+            if base.aim:
+                value = f" {sweep.labels[i]}" if sweep else ""
+                aim = AimLogger(
+                    base.aim_repo or run_dir,
+                    base.experiment,
+                    f"{base.preset} {base.task} lam={member_cfg.lam}{value} prior={base.prior}/{base.prior_loss}",
+                    now,
+                    seeds,
+                    group=run_dir.name,
+                    run_hashes=info["aim_run_hashes"],
+                )
+                info["aim_run_hashes"] = aim.run_hashes
+                loggers.append(aim)
+            write_json(member_dir / "config.json", info)
+            run_loggers.append(Loggers(*loggers))
+        if sweep:
+            write_json(
+                run_dir / SWEEP_FILE,
+                {
+                    "config": config_dict(base),
+                    **sweep.manifest(),
+                    "buffer_capacity": trainer.schedule.capacity,
+                    **history,
+                },
             )
-            info["aim_run_hashes"] = aim.run_hashes
-            loggers.append(aim)
-        write_json(run_dir / "config.json", info)
-        outputs = Loggers(*loggers)
+        console = ConsoleLogger(base.steps, trainer.labels, start, base.progress)
+        outputs = Loggers(Blocks(run_loggers, base.num_seeds), console)
         # Step 0 (with --eval-at-start), or an evaluation cut short by an interrupt.
-        due = start > 0 or cfg.eval_at_start
-        missing = due and start % cfg.eval_every == 0 and not csv_logger.evaluated(start)
+        due = start > 0 or base.eval_at_start
+        missing = due and start % base.eval_every == 0 and not first_csv.evaluated(start)
         console.message(_summary(trainer, state, run_dir))
         if start:
             console.message(f"resuming at agent step {start} from {run_dir / 'checkpoints'}")
@@ -320,5 +389,7 @@ def run(
     finally:
         lock.close()
         free_compiled_programs()  # a process that runs many runs must not run out of mappings
-    print(final_report(returns, trainer.seeds, time.perf_counter() - wall, run_dir), flush=True)
+    groups = sweep.labels if sweep else ("",)
+    seconds = time.perf_counter() - wall
+    print(final_report(returns, trainer.seeds, seconds, run_dir, groups), flush=True)
     return run_dir

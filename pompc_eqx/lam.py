@@ -26,15 +26,26 @@ class AbstractLambda(eqx.Module):
     def update(self, kl: Float[Array, ""]) -> "AbstractLambda":
         """Adapt lambda to the measured mean KL(pi_s || pi_p) of the last policy update."""
 
+    @abc.abstractmethod
+    def swept(self, value: Float[Array, ""]) -> "AbstractLambda":
+        """This lambda with its swept hyperparameter set to `value`: an array, so that the
+        runs of a sweep (`pompc_eqx.sweep`) share one compiled program."""
+
 
 class FixedLambda(AbstractLambda):
-    lam: float = eqx.field(static=True)
+    lam: Float[Array, ""]  # an array, not a static field: a lambda sweep batches it
+
+    def __init__(self, lam: float | Float[Array, ""]):
+        self.lam = jnp.asarray(lam, jnp.float32)
 
     def value(self) -> Float[Array, ""]:
-        return jnp.asarray(self.lam, jnp.float32)
+        return self.lam
 
     def update(self, kl: Float[Array, ""]) -> AbstractLambda:
         return self
+
+    def swept(self, value: Float[Array, ""]) -> AbstractLambda:
+        return FixedLambda(value)
 
 
 class DualLambda(AbstractLambda):
@@ -47,13 +58,13 @@ class DualLambda(AbstractLambda):
 
     log_lam: Float[Array, ""]
     opt_state: optax.OptState
-    kl_target: float = eqx.field(static=True)
+    kl_target: Float[Array, ""]  # the swept value of a `--lam auto` sweep
     lr: float = eqx.field(static=True)
 
-    def __init__(self, lam_init: float, kl_target: float, lr: float):
+    def __init__(self, lam_init: float, kl_target: float | Float[Array, ""], lr: float):
         self.log_lam = jnp.log(jnp.asarray(lam_init, jnp.float32))
         self.opt_state = optax.adam(lr).init(self.log_lam)
-        self.kl_target = kl_target
+        self.kl_target = jnp.asarray(kl_target, jnp.float32)
         self.lr = lr
 
     def value(self) -> Float[Array, ""]:
@@ -65,6 +76,9 @@ class DualLambda(AbstractLambda):
         return eqx.tree_at(
             lambda d: (d.log_lam, d.opt_state), self, (self.log_lam + step, opt_state)
         )
+
+    def swept(self, value: Float[Array, ""]) -> AbstractLambda:
+        return eqx.tree_at(lambda d: d.kl_target, self, jnp.asarray(value, jnp.float32))
 
 
 def make_lambda(cfg: AgentConfig) -> AbstractLambda:

@@ -2,7 +2,7 @@
 
 `run` talks to one `Loggers` fan-out; each output is a final `AbstractLogger` that knows what
 it keeps (`CsvLogger`: eval.csv and train.csv; `AimLogger`: one Aim run per seed;
-`ConsoleLogger` in `console.py`: progress bar and messages).
+`ConsoleLogger` in `console.py`: progress bar and messages; `Blocks`: a sweep's sub-runs).
 """
 
 import abc
@@ -147,6 +147,29 @@ class AimLogger(AbstractLogger):
     def close(self) -> None:
         for tracker in self._trackers:
             tracker.close()
+
+
+@final
+class Blocks(AbstractLogger):
+    """The runs of a sweep to the loggers of its sub-runs: logger i gets the i-th block of
+    consecutive runs (rows and returns) and sees nothing of the others."""
+
+    def __init__(self, loggers: Sequence[AbstractLogger], block: int):
+        self.loggers, self._block = list(loggers), block
+
+    def _part(self, i: int) -> slice:
+        return slice(i * self._block, (i + 1) * self._block)
+
+    def log_train(self, rows: list[dict[str, Any]], step: int) -> None:
+        for i, logger in enumerate(self.loggers):
+            logger.log_train(rows[self._part(i)], step)
+
+    def log_eval(self, returns: np.ndarray, step: int, *, policy_only: bool = False) -> None:
+        for i, logger in enumerate(self.loggers):
+            logger.log_eval(returns[self._part(i)], step, policy_only=policy_only)
+
+    def close(self) -> None:
+        Loggers(*self.loggers).close()
 
 
 @final

@@ -68,11 +68,19 @@ def stream(keys: Key[Array, " seed"], name: str) -> Key[Array, " seed"]:
 
 
 def init_loop(
-    cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, keys: Key[Array, " seed"]
+    cfg: AgentConfig,
+    schedule: Schedule,
+    env: AbstractEnv,
+    keys: Key[Array, " seed"],
+    swept: Float[Array, " seed"] | None = None,
 ) -> LoopState:
-    """Fresh agents, empty buffers and reset environments for every seed."""
+    """Fresh agents, empty buffers and reset environments for every seed (every run of a
+    sweep, whose swept lambda hyperparameter per run is `swept`; see `pompc_eqx.sweep`)."""
     env_state, obs = env.reset(stream(keys, "env"))
     agents = eqx.filter_vmap(lambda k: init_agent(cfg, key=k))(stream(keys, "init"))
+    if swept is not None:
+        set_value = lambda a, v: eqx.tree_at(lambda a: a.objective.lam, a, a.objective.lam.swept(v))
+        agents = eqx.filter_vmap(set_value)(agents, swept)
     horizon = cfg.planner.horizon
     num = keys.shape[0]
     buffers = eqx.filter_vmap(

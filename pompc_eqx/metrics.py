@@ -1,6 +1,6 @@
 """Per-step metrics of a compiled chunk on the host: NaN/inf checks and logging-window rows."""
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -14,10 +14,11 @@ class NonFiniteError(RuntimeError):
 def check_finite(
     metrics: dict[str, np.ndarray],
     first_step: int,
-    seeds: list[int],
+    seeds: Sequence[int | str],
     skipped_in_burst: Collection[str],
 ) -> None:
-    """Raise `NonFiniteError` naming the term, seed and agent step of the first bad value.
+    """Raise `NonFiniteError` naming the term, seed (`seeds`: how each run is named) and agent
+    step of the first bad value.
 
     Metrics are (step, seed). Steps without an update are NaN placeholders and skipped, and so
     are `skipped_in_burst` (`agent.metrics_skipped_in_pretraining`) in the pretraining burst.

@@ -13,8 +13,11 @@ from .config import ConfigError, TrainConfig
 from .files import DiskError
 
 
-# What a run writes; `--overwrite` removes exactly these (other files are left alone).
-RUN_FILES = ("config.json", "eval.csv", "train.csv", "checkpoints", ".aim")
+# What a run writes; `--overwrite` removes exactly these (other files are left alone), and a
+# sweep's sub-run directories (listed in its sweep.json).
+RUN_FILES = ("config.json", "sweep.json", "eval.csv", "train.csv", "checkpoints", ".aim")
+MANIFESTS = ("config.json", "sweep.json")
+"""What a run (config.json) or a sweep of runs (sweep.json) records about itself."""
 
 
 def default_run_dir(cfg: TrainConfig) -> pathlib.Path:
@@ -59,7 +62,24 @@ def _start_over_hint(saved: dict, run_dir: pathlib.Path) -> str:
     return f"start over with: python {' '.join(command)} --overwrite"
 
 
-def open_run_dir(cfg: TrainConfig, overwrite: int = 0) -> tuple[pathlib.Path, IO, dict | None]:
+def _manifest(run_dir: pathlib.Path) -> dict | None:
+    for name in MANIFESTS:
+        if (run_dir / name).exists():
+            return json.loads((run_dir / name).read_text())
+    return None
+
+
+def read_sub_run(sweep_dir: pathlib.Path, name: str) -> dict:
+    """The config.json of the sub-run `name` of a sweep."""
+    path = sweep_dir / name / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing: the sweep directory is incomplete")
+    return json.loads(path.read_text())
+
+
+def open_run_dir(
+    cfg: TrainConfig, overwrite: int = 0, manifest: str = "config.json"
+) -> tuple[pathlib.Path, IO, dict | None]:
     """Lock the run directory and read what an earlier run left there.
 
     **Arguments:**
@@ -67,18 +87,26 @@ def open_run_dir(cfg: TrainConfig, overwrite: int = 0) -> tuple[pathlib.Path, IO
     - `cfg`: the run's configuration (`cfg.resume` continues that directory).
     - `overwrite`: 1 starts over in a directory whose run has no checkpoint yet; 2 also
         deletes a run that has checkpoints. Only the files in `RUN_FILES` are removed.
+    - `manifest`: `config.json` for a run, `sweep.json` for a sweep (`pompc_eqx.sweep`).
 
-    **Returns:** `(run_dir, lock handle, saved config.json contents or None)`.
+    **Returns:** `(run_dir, lock handle, saved manifest contents or None)`.
     """
     if cfg.resume is not None:
         run_dir = cfg.resume
-        if not (run_dir / "config.json").exists():
+        if not (run_dir / manifest).exists():
             raise CheckpointError(
-                f"{run_dir} has no config.json: --resume expects a run directory written by "
+                f"{run_dir} has no {manifest}: --resume expects a "
+                f"{'sweep' if manifest == 'sweep.json' else 'run'} directory written by "
                 "scripts/train.py"
             )
         handle = lock(run_dir)
-        saved = json.loads((run_dir / "config.json").read_text())
+        saved = json.loads((run_dir / manifest).read_text())
+        if saved.get("sweep"):
+            handle.close()
+            raise CheckpointError(
+                f"{run_dir} is one run of the sweep in {run_dir.parent}, which has the "
+                f"checkpoints: resume the sweep with --resume {run_dir.parent}"
+            )
         if latest_checkpoint(run_dir / "checkpoints") is None:
             handle.close()
             raise CheckpointError(
@@ -88,8 +116,8 @@ def open_run_dir(cfg: TrainConfig, overwrite: int = 0) -> tuple[pathlib.Path, IO
         return run_dir, handle, saved
     run_dir = cfg.run_dir or default_run_dir(cfg)
     handle = lock(run_dir)
-    if (run_dir / "config.json").exists():
-        saved = json.loads((run_dir / "config.json").read_text())
+    saved = _manifest(run_dir)
+    if saved is not None:
         last = latest_checkpoint(run_dir / "checkpoints")
         if last is None and overwrite < 1:
             handle.close()
@@ -104,7 +132,7 @@ def open_run_dir(cfg: TrainConfig, overwrite: int = 0) -> tuple[pathlib.Path, IO
                 f"--resume {run_dir}, choose another --run-dir, or give --overwrite twice to "
                 "delete it"
             )
-        for name in RUN_FILES:
+        for name in (*RUN_FILES, *saved.get("runs", ())):
             path = run_dir / name
             if path.is_dir():
                 shutil.rmtree(path)

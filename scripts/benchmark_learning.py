@@ -15,6 +15,10 @@ steps, agent steps on the top axis: every seed's line and their mean, plus the m
     python scripts/benchmark_learning.py --task jax/pendulum --out docs/results/pendulum \\
         --variants tdmpc2 bmpc --lams 0.1 1 9 --prior-losses reverse forward -- --model-size tiny
 
+    # the --lams of each prior as ONE train.py process (a lambda sweep, one compiled program):
+    python scripts/benchmark_learning.py --task jax/pendulum --out docs/results/lam-grid \
+        --lams 0.1 1 9 --sweep -- --model-size tiny --steps 10000
+
 A variant is `PRESET[:option=value...]`, options being train.py flags without the dashes.
 Re-running the same command skips finished variants and resumes interrupted ones.
 """
@@ -57,6 +61,26 @@ def expand(args: argparse.Namespace) -> list[str]:
     return specs
 
 
+def sweeps(args: argparse.Namespace) -> list[tuple[str, list[str], list[str]]]:
+    """With `--sweep`: (directory name, train.py args, member specs) per prior and prior loss,
+    whose `--lams` train as one sweep; the members' runs keep their one-variant names."""
+    if not args.sweep or len(args.lams) < 2:
+        return []
+    groups = []
+    for prior in args.priors:
+        for loss in args.prior_losses if prior == "learned" else ["reverse"]:
+            options = ["--prior", prior, "--prior-loss", loss]
+            members = [f"pompc:lam={lam}:prior={prior}:prior-loss={loss}" for lam in args.lams]
+            groups.append(
+                (
+                    f"pompc-sweep-prior{prior}-prior-loss{loss}",
+                    ["pompc", "--lam", *args.lams, *options],
+                    members,
+                )
+            )
+    return groups
+
+
 def finished_step(run_dir: pathlib.Path) -> int:
     path = (
         latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").exists() else None
@@ -94,6 +118,11 @@ def main() -> None:
     parser.add_argument(
         "--prior-losses", nargs="*", default=["reverse"], choices=["reverse", "forward"]
     )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="train the --lams of each prior as one process (a lambda sweep)",
+    )
     add_page_arguments(parser)
     args = parser.parse_args(ours)
     specs = expand(args)
@@ -101,10 +130,22 @@ def main() -> None:
         parser.error("no variants: give --variants and/or --lams")
     runs_dir = args.runs_dir or ROOT / "runs" / "grids" / args.out.name
     command = script_command("benchmark_learning.py", argv)
-    timings = {}
+    # (name, train.py args, [(member name, its run directory)]): a variant or a sweep of them.
+    jobs = []
+    swept = set()
+    for name, train_args, members in sweeps(args):
+        names = [variant_args(m)[0] for m in members]
+        subdirs = [f"lam-{float(lam):g}" for lam in args.lams]
+        jobs.append((name, train_args, [(n, runs_dir / name / d) for n, d in zip(names, subdirs)]))
+        swept.update(members)
     for spec in specs:
-        name, train_args = variant_args(spec)
+        if spec not in swept:
+            name, train_args = variant_args(spec)
+            jobs.append((name, train_args, [(name, runs_dir / name)]))
+    timings = {}
+    for name, train_args, members in jobs:
         run_dir = runs_dir / name
+        manifest = "sweep.json" if len(members) > 1 else "config.json"
         cmd = [
             sys.executable,
             str(ROOT / "scripts" / "train.py"),
@@ -125,23 +166,24 @@ def main() -> None:
         else:
             cmd += (
                 ["--resume", str(run_dir)]
-                if (run_dir / "config.json").exists()
+                if (run_dir / manifest).exists()
                 else ["--run-dir", str(run_dir)]
             )
             print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
             tick = time.perf_counter()
             subprocess.run(cmd, check=True)
             timings[name] = time.perf_counter() - tick
-        page_run = args.out / "runs" / name
-        page_run.mkdir(parents=True, exist_ok=True)
-        for file in ("eval.csv", "train.csv"):
-            shutil.copy2(run_dir / file, page_run / file)
-        # Paths inside the page are relative to the repository, not to this machine.
-        config = (run_dir / "config.json").read_text().replace(f"{ROOT}/", "")
-        (page_run / "config.json").write_text(config)
-        wall = timings.get(name)
-        if wall is not None:
-            (page_run / "wall_time_s.txt").write_text(f"{wall:.0f}\n")
+        for member, member_dir in members:
+            page_run = args.out / "runs" / member
+            page_run.mkdir(parents=True, exist_ok=True)
+            for file in ("eval.csv", "train.csv"):
+                shutil.copy2(member_dir / file, page_run / file)
+            # Paths inside the page are relative to the repository, not to this machine.
+            config = (member_dir / "config.json").read_text().replace(f"{ROOT}/", "")
+            (page_run / "config.json").write_text(config)
+            wall = timings.get(name)
+            if wall is not None:  # the members of a sweep share its process's wall time
+                (page_run / "wall_time_s.txt").write_text(f"{wall:.0f}\n")
     write_results(args, specs, command)
 
 
@@ -169,6 +211,11 @@ def write_results(args: argparse.Namespace, specs: list[str], command: str) -> N
     notes += (
         "\n\n" if notes else ""
     ) + "Per-run `eval.csv`, `train.csv` and `config.json` are in `runs/`."
+    if args.sweep:
+        notes += (
+            " The lambdas of each prior trained as one sweep (one process, one compiled"
+            " program): their wall time is that process's, shared."
+        )
     table = page_tables(curves, page_runs, args.task, args)
     write_page(args.out / "README.md", title, command, ROOT, page_runs, table, images, notes, walls)
     print(f"wrote {args.out / 'README.md'}")

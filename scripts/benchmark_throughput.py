@@ -24,6 +24,7 @@ machine it runs on instead (meant for a GPU; under 10 minutes) and writes its ow
     python scripts/benchmark_throughput.py --flops-only                 # FLOPs table only (minutes)
     python scripts/benchmark_throughput.py --sizes tiny 1m --seeds 1 4  # FLOPs + timings
     python scripts/benchmark_throughput.py --device-check              # on a GPU machine
+    python scripts/benchmark_throughput.py --sweep                     # a lambda grid: 1 vs 3 processes
 """
 
 import argparse
@@ -38,11 +39,12 @@ import subprocess
 import sys
 import time
 
+import benchmark_sweep  # scripts/ is on the path of a script
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from benchmark_core import random_batch  # scripts/ is on the path of a script
+from benchmark_core import random_batch
 
 from pompc_eqx.agent import act, init_agent, update
 from pompc_eqx.envs.registry import make_env, task_spec
@@ -51,6 +53,9 @@ from pompc_eqx.objectives import objective_class
 from pompc_eqx.planner import reanalyze
 from pompc_eqx.presets import PRESETS
 from pompc_eqx.world_model import count_params
+
+
+SECTION_MARK = benchmark_sweep.SECTION_MARK
 
 
 GPU_ASSUMPTION = (
@@ -378,6 +383,10 @@ def write_table(
         lines += ["", meta["notes"]]
     text = "\n".join(lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the lambda-sweep section (written by --sweep) when the tables are rewritten.
+    old = out.read_text() if out.exists() else ""
+    if SECTION_MARK in old:
+        text = text.rstrip("\n") + "\n\n" + SECTION_MARK + old.split(SECTION_MARK, 1)[1]
     out.write_text(text)
     return text
 
@@ -414,6 +423,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "jax/pendulum, under 10 minutes); writes docs/results/throughput_device.md",
     )
     parser.add_argument("--budget-s", type=float, default=540, help="device-check time limit")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead: time a lambda x seed grid as one sweep vs one process per lambda "
+        "(scripts/benchmark_sweep.py with its defaults); writes its section of the page",
+    )
     parser.add_argument("--out", type=pathlib.Path, default=None)
     parser.add_argument("--notes", type=pathlib.Path, default=None, help="markdown to append")
     return parser.parse_args(argv)
@@ -422,6 +437,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     command = ("python scripts/benchmark_throughput.py " + " ".join(sys.argv[1:])).strip()
+    if args.sweep:
+        out = ["--out", str(args.out)] if args.out else []
+        benchmark_sweep.main(out, command=command)
+        return
     if args.device_check:
         args.tasks, args.presets, args.sizes = (
             ["jax/pendulum"],

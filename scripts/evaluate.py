@@ -1,6 +1,7 @@
 """Evaluate a trained run from its checkpoint, and optionally record a video of one episode.
 
     python scripts/evaluate.py RUN_DIR                         # --episodes per seed, planner in eval mode
+    python scripts/evaluate.py SWEEP_DIR                       # every run of a lambda sweep
     python scripts/evaluate.py RUN_DIR --episodes 20 --checkpoint RUN_DIR/checkpoints/step_000000050000.ckpt
     MUJOCO_GL=egl python scripts/evaluate.py RUN_DIR --video cartpole.mp4 --video-seed 0
 
@@ -35,6 +36,7 @@ from pompc_eqx.checkpoint import CheckpointError, latest_checkpoint, load_checkp
 from pompc_eqx.config import config_from_dict  # noqa: E402
 from pompc_eqx.experiment import RESUMABLE, Trainer  # noqa: E402
 from pompc_eqx.planner import shift_warm_start  # noqa: E402
+from pompc_eqx.sweep import SWEEP_FILE, Sweep  # noqa: E402
 
 
 def record(
@@ -55,7 +57,7 @@ def record(
     step = eqx.filter_jit(env.step)
     keys = jax.vmap(lambda k: jr.fold_in(k, 7))(trainer.keys)
     env_state, obs = env.reset(keys)
-    warm = jnp.zeros((trainer.cfg.num_seeds, cfg.planner.horizon, cfg.action_dim))
+    warm = jnp.zeros((len(trainer.seeds), cfg.planner.horizon, cfg.action_dim))
     frames, total = [env.render(seed_index, *size)], 0.0
     for t in range(env.spec.episode_length):
         keys = jax.vmap(lambda k: jr.fold_in(k, t))(keys)
@@ -93,21 +95,30 @@ def main() -> int:
     )
     parser.add_argument("--fps", type=int, default=30)
     args = parser.parse_args()
+    manifest = args.run_dir / SWEEP_FILE
+    if not manifest.exists():
+        manifest = args.run_dir / "config.json"
     try:
-        saved = json.loads((args.run_dir / "config.json").read_text())["config"]
+        saved_file = json.loads(manifest.read_text())
     except FileNotFoundError:
         print(
             f"error: {args.run_dir} has no config.json (expected a run directory of scripts/train.py)",
             file=sys.stderr,
         )
         return 2
+    if saved_file.get("sweep"):
+        print(
+            f"error: {args.run_dir} is one run of a sweep: evaluate the sweep, {args.run_dir.parent}",
+            file=sys.stderr,
+        )
+        return 2
+    saved = saved_file["config"]
     if args.video is not None:
         size = tuple(args.size)
         problem = video_problem(args.video, saved["task"], size)
-        if problem is None and not 0 <= args.video_seed < saved["num_seeds"]:
-            problem = (
-                f"--video-seed must be in 0..{saved['num_seeds'] - 1} (the run's seed indices)"
-            )
+        runs = saved["num_seeds"] * len(saved_file.get("values", [0]))
+        if problem is None and not 0 <= args.video_seed < runs:
+            problem = f"--video-seed must be in 0..{runs - 1} (the index of a seed, or of a run of a sweep)"
         problem = problem or render_problem(saved["task"], size)
         if problem is not None:
             print(f"error: {problem}", file=sys.stderr)
@@ -115,7 +126,10 @@ def main() -> int:
     cfg = dataclasses.replace(
         config_from_dict(saved), eval_episodes=args.episodes, aim=False, progress=False
     )
-    trainer = Trainer(cfg)
+    sweep = None
+    if manifest.name == SWEEP_FILE:
+        sweep = Sweep(cfg, saved_file["option"], tuple(saved_file["values"]))
+    trainer = Trainer(cfg, sweep=sweep)
     path = args.checkpoint or latest_checkpoint(args.run_dir / "checkpoints")
     try:
         if path is None:
@@ -131,15 +145,15 @@ def main() -> int:
     print(
         f"{cfg.task} {cfg.preset} at agent step {meta['step']} ({path.name}), {args.episodes} episodes per seed:"
     )
-    for i, seed in enumerate(trainer.seeds):
-        print(f"  seed {seed}: {returns[i].mean():.1f} ± {returns[i].std():.1f}")
-    print(f"  mean over seeds: {returns.mean(axis=1).mean():.1f}")
+    for i, label in enumerate(trainer.labels):
+        print(f"  seed {label}: {returns[i].mean():.1f} ± {returns[i].std():.1f}")
+    print(f"  mean over {'runs' if sweep else 'seeds'}: {returns.mean(axis=1).mean():.1f}")
     if args.video is not None:
         total, num_frames = record(
             trainer, state.seeds.agent, args.video_seed, args.video, tuple(args.size), args.fps
         )
         print(
-            f"wrote {args.video}: {num_frames} frames, seed {trainer.seeds[args.video_seed]}, return {total:.1f}"
+            f"wrote {args.video}: {num_frames} frames, seed {trainer.labels[args.video_seed]}, return {total:.1f}"
         )
     return 0
 

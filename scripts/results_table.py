@@ -4,6 +4,7 @@ plus the mean's 95% CI (clipped to the values observed) when there are 3 or more
 
     python scripts/results_table.py runs/pendulum/*/ --task jax/pendulum
     python scripts/results_table.py RUN_A RUN_B --plot curves.png --train-metrics kl_mean kl_std
+    python scripts/results_table.py SWEEP_DIR    # a lambda sweep: one row per value
 """
 
 import argparse
@@ -11,7 +12,7 @@ import os
 import pathlib
 import sys
 
-from pompc_eqx.analysis.curves import eval_curve, read_config, train_curves
+from pompc_eqx.analysis.curves import eval_curve, expand_sweeps, read_config, train_curves
 from pompc_eqx.analysis.pages import add_page_arguments, page_notes, script_command, write_page
 from pompc_eqx.analysis.plots import plot_curves
 from pompc_eqx.analysis.tables import page_tables
@@ -25,7 +26,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "run_dirs", nargs="+", type=pathlib.Path, help="run directories written by scripts/train.py"
+        "run_dirs",
+        nargs="+",
+        type=pathlib.Path,
+        help="run (or sweep) directories written by scripts/train.py",
     )
     parser.add_argument("--task", default=None, help="column title (default: the runs' task)")
     parser.add_argument(
@@ -37,6 +41,7 @@ def main() -> None:
     add_page_arguments(parser)
     args = parser.parse_args()
     command = script_command("results_table.py", sys.argv[1:])
+    args.run_dirs = expand_sweeps(args.run_dirs)
     curves = [eval_curve(d) for d in args.run_dirs]
     task = args.task or read_config(args.run_dirs[0])["task"]
     table = page_tables(curves, args.run_dirs, task, args)

@@ -1,7 +1,8 @@
 """Learning curves from run directories, and the statistics over seeds that tables and plots use.
 
 A run directory is what `scripts/train.py` writes: `config.json`, `eval.csv` (one row per
-evaluation episode) and `train.csv` (one row per logging window per seed).
+evaluation episode) and `train.csv` (one row per logging window per seed). A sweep directory
+(`sweep.json`) holds one run directory per value (`expand_sweeps`).
 """
 
 import csv
@@ -50,6 +51,18 @@ def variant_label(config: dict) -> str:
             elif tuple(bounds) != PlannerConfig().reanalyze_log_std:
                 label += f" (reanalyze log-std: [{bounds[0]:g}, {bounds[1]:g}])"
     return label
+
+
+def expand_sweeps(dirs: list[pathlib.Path]) -> list[pathlib.Path]:
+    """Run directories, with each sweep directory replaced by its runs (one per value)."""
+    runs = []
+    for d in dirs:
+        sweep = d / "sweep.json"
+        if sweep.exists():
+            runs += [d / name for name in json.loads(sweep.read_text())["runs"]]
+        else:
+            runs.append(d)
+    return runs
 
 
 def read_config(run_dir: pathlib.Path) -> dict:

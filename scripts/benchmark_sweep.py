@@ -1,0 +1,123 @@
+"""Wall time of a lambda x seed grid: one sweep process vs one process per lambda, run one after
+another, including imports, compile and evaluation (what the user waits for).
+
+    python scripts/benchmark_throughput.py --sweep          # writes the section into throughput.md
+    python scripts/benchmark_sweep.py --lams 0.1 1 9 --num-seeds 3 --steps 300
+
+Every process compiles cold (`--compile-cache none`): with the persistent cache on (the default)
+the second and third per-lambda processes would load the program the first one compiled, since
+lambda is data of the program. The table also reports the largest difference between a
+sub-run's eval returns and those of the same lambda trained alone (they should be equal up to
+float rounding).
+"""
+
+import argparse
+import csv
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SECTION_MARK = "<!-- lambda-sweep section: written by scripts/benchmark_sweep.py -->"
+
+
+def train(args: list[str]) -> float:
+    """Run scripts/train.py with `args`; its wall time in seconds."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), *args]
+    print(" ".join(cmd[1:]), flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def returns(run_dir: pathlib.Path) -> list[float]:
+    with open(run_dir / "eval.csv") as f:
+        return [float(row["return"]) for row in csv.DictReader(f)]
+
+
+def sweep_section(
+    lams: list[str], num_seeds: int, steps: int, task: str, size: str, command: str
+) -> str:
+    """Time both ways of running the grid; the markdown section with its command."""
+    common = [
+        "--task", task, "--model-size", size, "--num-seeds", str(num_seeds),
+        "--steps", str(steps), "--seed-steps", str(steps // 3), "--eval-every", str(steps),
+        "--eval-episodes", "2", "--no-progress", "--no-aim", "--compile-cache", "none",
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        one = train(["pompc", "--lam", *lams, *common, "--run-dir", str(root / "sweep")])
+        each = [
+            train(["pompc", "--lam", lam, *common, "--run-dir", str(root / f"alone-{lam}")])
+            for lam in lams
+        ]
+        diff = max(
+            max(
+                abs(a - b)
+                for a, b in zip(
+                    returns(root / "sweep" / f"lam-{float(lam):g}"), returns(root / f"alone-{lam}")
+                )
+            )
+            for lam in lams
+        )
+    runs = len(lams) * num_seeds
+    return "\n".join(
+        [
+            SECTION_MARK,
+            "",
+            f"## λ sweep: {len(lams)} λ x {num_seeds} seeds in one program vs one process per λ",
+            "",
+            f"`{command}`",
+            "",
+            f"`pompc` on `{task}`, size `{size}`, {steps} agent steps per run ({steps // 3} seed"
+            f" steps), {runs} runs, every process compiling cold (`--compile-cache none`); wall"
+            " time per process including imports, compile, training and evaluation.",
+            "",
+            "| how | processes | wall time |",
+            "|---|---|---|",
+            f"| one sweep (`--lam {' '.join(lams)} --num-seeds {num_seeds}`) | 1 | {one:.0f} s |",
+            f"| one process per λ (`--lam X --num-seeds {num_seeds}`), one after another |"
+            f" {len(lams)} | {sum(each):.0f} s ({' + '.join(f'{t:.0f}' for t in each)}) |",
+            "",
+            f"One program takes {one / sum(each):.2f}x the wall time of the separate processes."
+            f" Largest difference between a sub-run's eval returns and the same λ alone: {diff:.2g}.",
+            "",
+        ]
+    )
+
+
+def write_section(page: pathlib.Path, section: str) -> None:
+    """Put `section` at the end of `page`, replacing an earlier one."""
+    text = page.read_text() if page.exists() else ""
+    text = text.split(SECTION_MARK)[0].rstrip("\n")
+    page.write_text((text + "\n\n" if text else "") + section)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--lams", nargs="+", default=["0.1", "1", "9"])
+    parser.add_argument("--num-seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--task", default="jax/pendulum")
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs/results/throughput.md")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, command: str | None = None) -> None:
+    args = parse_args(argv)
+    command = command or "python scripts/benchmark_sweep.py " + " ".join(sys.argv[1:])
+    section = sweep_section(
+        args.lams, args.num_seeds, args.steps, args.task, args.size, command.strip()
+    )
+    write_section(args.out, section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
