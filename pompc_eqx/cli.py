@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import tyro
 
+from . import distributed
 from .checkpoint import CheckpointError
 from .compiling import tasks_in_flight, use_compile_cache
 from .config import ConfigError, TrainConfig, config_from_dict
@@ -47,6 +48,10 @@ options of scripts/train.py itself:
   --lam A B C ...             a lambda sweep: every finite lambda > 0 and every seed in one
                               program, one sub-run directory per value (lam-A/, ...); with
                               --lam auto, --loss.kl-target A B ... sweeps the KL target
+  --distributed               one run over several processes or hosts: start the same command
+                              in each after setting JAX_COORDINATOR_ADDRESS (host:port of
+                              process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID (SLURM: detected);
+                              the runs (seeds x values) are sharded over every process's devices
   --overwrite                 start over in a --run-dir whose run has no checkpoint yet
                               (give it twice to delete a run that has checkpoints)
 exit codes: 0 done, 2 bad input, 3 non-finite values, 130/143/138 stopped by
@@ -58,6 +63,7 @@ def _own_options(args: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--compile-cache", default=None)
     parser.add_argument("--overwrite", action="count", default=0)
+    parser.add_argument("--distributed", action="store_true")
     return parser.parse_known_args(list(args))
 
 
@@ -109,6 +115,8 @@ def main(args: Sequence[str]) -> int:
     # Headless machines: GLFW (dm_control's default GL backend) warns when there is no display.
     warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing")
     own, args = _own_options(args)
+    if own.distributed:
+        distributed.initialize()  # before anything else uses JAX
     try:
         try:
             cfg = parse(args)

@@ -131,7 +131,15 @@ class ProgressBar:
 class ConsoleLogger(AbstractLogger):
     """The progress bar (optional) and one line per evaluation and per message."""
 
-    def __init__(self, total: int, seeds: Sequence[int | str], initial: int, bar: bool):
+    def __init__(
+        self,
+        total: int,
+        seeds: Sequence[int | str],
+        initial: int,
+        bar: bool,
+        *,
+        silent: bool = False,
+    ):
         """**Arguments:**
 
         - `total`: agent steps per seed at the end of the run.
@@ -139,12 +147,19 @@ class ConsoleLogger(AbstractLogger):
             value, see `experiment.Trainer.labels`).
         - `initial`: the agent step the run starts from.
         - `bar`: show the progress bar (otherwise only lines are printed, to stdout).
+        - `silent`: print nothing (the other processes of a multi-process run).
         """
-        self._seeds = list(seeds)
-        self.bar = ProgressBar(total, num_seeds=len(seeds), initial=initial) if bar else None
+        self._seeds, self._silent = list(seeds), silent
+        self.bar = (
+            ProgressBar(total, num_seeds=len(seeds), initial=initial)
+            if bar and not silent
+            else None
+        )
 
     def message(self, text: str) -> None:
         """Print one line without breaking the bar."""
+        if self._silent:
+            return
         if self.bar is not None:
             self.bar.write(text)
         else:

@@ -4,6 +4,7 @@ checkpoints, and stopping cleanly on a signal (see `experiment.run`, which sets 
 import functools
 import math
 import pathlib
+import signal
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from .checkpoint import latest_checkpoint, save_checkpoint
 from .compiling import Background, ChunkPlan, Compilation
 from .config import TrainConfig, config_dict
 from .console import ConsoleLogger
+from .distributed import any_process, gather, is_main
 from .loggers import Loggers
 from .loop import LoopState
 from .metrics import NonFiniteError, check_finite, window_rows
@@ -110,16 +112,20 @@ def train_loop(
     lost, length = False, 0
     seconds = 0.0
     step = start
+    stopping = False  # a signal reached some process (all of them stop at the same step)
 
     def save() -> None:
         nonlocal saved_step
-        save_checkpoint(
-            ckpt_dir,
-            step,
-            state,
-            metadata={"config": config_dict(cfg), "step": step},
-            host_state=trainer.env.save_host_state(),
-        )
+        # With several processes, every one takes part in both (they are collectives).
+        whole, host_state = gather(state), trainer.env.save_host_state()
+        if is_main():
+            save_checkpoint(
+                ckpt_dir,
+                step,
+                whole,
+                metadata={"config": config_dict(cfg), "step": step},
+                host_state=host_state,
+            )
         saved_step = step
 
     def evaluate_with(policy_only: bool) -> np.ndarray:
@@ -142,7 +148,10 @@ def train_loop(
     try:
         if eval_missing:
             returns = evaluate()
-        while step < cfg.steps and stop.signum is None:
+        while step < cfg.steps:
+            stopping = any_process(stop.signum is not None)
+            if stopping:
+                break
             length = plan.next_length(step)
             if length not in chunks:
                 console.compiling(f"chunk of {length} agent steps", 0.0)
@@ -155,10 +164,10 @@ def train_loop(
             lost = True  # the call consumes (donates) the state
             state, metrics, finite = _wait(call, stop, grace=_GRACE_SECONDS)
             lost = False
-            metrics = jax.device_get(metrics)
+            metrics = gather(metrics)
             elapsed = call.seconds
             check_finite(metrics, step, labels, skipped_in_burst)
-            finite = np.asarray(finite)
+            finite = np.asarray(gather(finite))
             if not finite.all():
                 raise NonFiniteError(
                     f"non-finite parameters for seed {labels[int(np.argmin(finite))]} between "
@@ -188,8 +197,9 @@ def train_loop(
         raise NonFiniteError(
             f"{err}; stopping. The last good checkpoint is {last or 'none (no checkpoint yet)'}"
         ) from None
-    if stop.signum is None:
+    if stop.signum is None and not stopping:
         return returns
+    signum = stop.signum or signal.SIGTERM  # stopped because another process was signalled
     resume = f"continue with: python scripts/train.py --resume {run_dir}"
     if lost:
         last = latest_checkpoint(ckpt_dir)
@@ -197,8 +207,8 @@ def train_loop(
         raise Interrupted(
             f"interrupted during agent steps {step}..{step + length} (a call that did not end "
             f"within {_GRACE_SECONDS:.0f} s); {resume} ({where})",
-            stop.signum,
+            signum,
         )
     if saved_step != step:
         save()
-    raise Interrupted(f"interrupted at agent step {step}; {resume}", stop.signum)
+    raise Interrupted(f"interrupted at agent step {step}; {resume}", signum)

@@ -6,7 +6,6 @@
 No host<->device copies happen inside a chunk except the host-simulator callback.
 """
 
-import dataclasses
 import json
 import pathlib
 import sys
@@ -32,10 +31,10 @@ from .config import (  # ConfigError, validate and config_dict are re-exported f
     validate as validate,
 )
 from .console import ConsoleLogger, final_report
+from .distributed import any_process, gather, is_main, place
 from .driver import train_loop
-from .envs.registry import make_env, task_spec
-from .files import plain, write_json
-from .loggers import AimLogger, Blocks, CsvLogger, Loggers
+from .envs.registry import make_sharded_env, task_spec
+from .loggers import Loggers
 from .loop import (
     LoopState,
     Schedule,
@@ -48,7 +47,8 @@ from .loop import (
 )
 from .metrics import NonFiniteError as NonFiniteError, check_finite as check_finite
 from .objectives import objective_class
-from .run_dir import open_run_dir, read_sub_run
+from .outputs import open_outputs
+from .run_dir import open_run_dir, peek_run_dir, read_sub_run
 from .signals import StopRequest
 from .sweep import SWEEP_FILE, Sweep
 from .world_model import count_params
@@ -116,8 +116,6 @@ class Trainer:
                 f"replay buffers need {self.buffer_gb:.2f} GB for {num_runs} runs x {capacity} rows, "
                 f"over --buffer.memory-budget-gb {cfg.buffer.memory_budget_gb}; lower --buffer.capacity or raise the budget"
             )
-        self.env = make_env(cfg.task, num_runs)
-        self.eval_env = make_env(cfg.task, num_runs)
         # Run r is seed r % num_seeds of value r // num_seeds, with that seed's key.
         self.keys = jnp.tile(seed_keys(cfg.seed, cfg.num_seeds), self.num_values)
         self.swept = (
@@ -127,6 +125,8 @@ class Trainer:
         )
         self.devices = devices if devices is not None else _usable_devices(num_runs)
         self.mesh = Mesh(np.array(self.devices), ("seed",))
+        self.env = make_sharded_env(cfg.task, num_runs, self.mesh)
+        self.eval_env = make_sharded_env(cfg.task, num_runs, self.mesh)
         self._chunks: dict[int, tuple[Callable, Callable]] = {}
         # Keyed by `policy_only`: the planner in eval mode, or the policy's mean action alone.
         self._evaluate = {
@@ -158,18 +158,19 @@ class Trainer:
         return self.shard(state)
 
     def shard(self, state: LoopState) -> LoopState:
-        """Place per-seed arrays along the device mesh; counters are replicated."""
+        """Place per-seed arrays along the device mesh (which may span several processes,
+        see `distributed`); counters are replicated."""
         batched = NamedSharding(self.mesh, PartitionSpec("seed"))
         replicated = NamedSharding(self.mesh, PartitionSpec())
-        put = lambda sharding: lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x
+        put = lambda sharding: lambda x: place(x, sharding) if eqx.is_array(x) else x
         return eqx.tree_at(
             lambda s: (s.seeds, s.env_state, s.step, s.updates),
             state,
             (
                 jax.tree.map(put(batched), state.seeds),
                 jax.tree.map(put(batched), state.env_state),
-                jax.device_put(state.step, replicated),
-                jax.device_put(state.updates, replicated),
+                place(state.step, replicated),
+                place(state.updates, replicated),
             ),
         )
 
@@ -205,7 +206,8 @@ class Trainer:
         return Compilation(label, lower)
 
     def _eval_keys(self, step: int) -> jax.Array:
-        return jax.vmap(lambda k: jr.fold_in(k, step))(stream(self.keys, "eval"))
+        keys = jax.vmap(lambda k: jr.fold_in(k, step))(stream(self.keys, "eval"))
+        return place(keys, NamedSharding(self.mesh, PartitionSpec("seed")))
 
     def evaluate(
         self, state: LoopState, compiled: Callable | None = None, *, policy_only: bool = False
@@ -220,13 +222,20 @@ class Trainer:
             same start states).
         """
         evaluate = compiled or self._evaluate[policy_only]
-        return np.asarray(evaluate(state.seeds.agent, self._eval_keys(int(state.step))))
+        step = int(gather(state.step))
+        return np.asarray(gather(evaluate(state.seeds.agent, self._eval_keys(step))))
 
 
 def _usable_devices(num_seeds: int) -> list:
-    """The largest prefix of the visible devices whose count divides the number of seeds."""
+    """The largest prefix of the visible devices whose count divides the number of seeds (with
+    several processes: the devices of every process, so the count must divide it)."""
     devices = jax.devices()
     count = max(n for n in range(1, len(devices) + 1) if num_seeds % n == 0)
+    if jax.process_count() > 1 and count != len(devices):
+        raise ConfigError(
+            f"{num_seeds} runs cannot be split evenly over the {len(devices)} devices of "
+            f"{jax.process_count()} processes; choose --num-seeds (x swept values) divisible by it"
+        )
     return devices[:count]
 
 
@@ -251,8 +260,8 @@ def _summary(trainer: Trainer, state: LoopState, run_dir: pathlib.Path) -> str:
         f"{cfg.preset} on {cfg.task} (obs {spec.obs_dim}, action {spec.action_dim}, {spec.episode_length} steps x"
         f" repeat {spec.action_repeat}) | {lam} prior={cfg.prior}/{cfg.prior_loss} | model {cfg.model_size}"
         f" ({count_params(first) / 1e6:.2f}M params per seed) | seeds {trainer.seeds[: cfg.num_seeds]}"
-        f"{f' x {trainer.num_values} values' if sweep else ''} on {len(trainer.devices)}"
-        f" device(s) | {cfg.steps} agent steps, {schedule.seed_steps} seed steps"
+        f"{f' x {trainer.num_values} values' if sweep else ''} on {len(trainer.devices)} device(s)"
+        f"{f' of {jax.process_count()} processes' if jax.process_count() > 1 else ''} | {cfg.steps} agent steps, {schedule.seed_steps} seed steps"
         f" | replay {schedule.capacity} rows/run = {trainer.buffer_gb:.3f} GB | {run_dir}"
     )
 
@@ -294,8 +303,13 @@ def run(
     manifest = SWEEP_FILE if sweep else "config.json"
     # A resumed run keeps its replay capacity, which by default depends on --steps.
     capacity = _saved_capacity(base.resume, manifest) if base.resume is not None else None
+    if jax.process_count() > 1 and base.run_dir is None and base.resume is None:
+        raise ConfigError("a run over several processes needs --run-dir (the same in each)")
     trainer = Trainer(base, devices=devices, capacity=capacity, sweep=sweep)  # validates first
-    run_dir, lock, saved = open_run_dir(base, overwrite, manifest)
+    if is_main():
+        run_dir, lock, saved = open_run_dir(base, overwrite, manifest)
+    else:  # reads what the main process locks (a filesystem that every host sees, to resume)
+        run_dir, lock, saved = peek_run_dir(base, manifest)
     try:
         # (configuration, directory, saved config.json) of each run of the program.
         if sweep is None:
@@ -326,56 +340,15 @@ def run(
             if saved is None
             else [*saved.get("resume_commands", []), command],
         }
-        run_loggers, first_csv = [], None
-        for i, (member_cfg, member_dir, member_saved) in enumerate(members):
-            member_dir.mkdir(exist_ok=True)
-            now = config_dict(member_cfg)
-            seeds = trainer.seeds[: base.num_seeds]
-            info = {
-                "config": now,
-                "task": dataclasses.asdict(trainer.spec),
-                "agent": plain(dataclasses.asdict(member_cfg.agent_config(*trainer.spec_dims))),
-                "seeds": seeds,
-                "seed_steps": trainer.schedule.seed_steps,
-                "buffer_capacity": trainer.schedule.capacity,
-                **history,
-                "aim_run_hashes": member_saved and member_saved.get("aim_run_hashes"),
-            }
-            if sweep:
-                info["sweep"] = ".."  # the sweep directory, which holds the checkpoints
-            csv_logger = CsvLogger(member_dir, seeds, trainer.spec.action_repeat, start)
-            first_csv = first_csv or csv_logger
-            loggers = [csv_logger]
-            if base.aim:
-                value = f" {sweep.labels[i]}" if sweep else ""
-                aim = AimLogger(
-                    base.aim_repo or run_dir,
-                    base.experiment,
-                    f"{base.preset} {base.task} lam={member_cfg.lam}{value} prior={base.prior}/{base.prior_loss}",
-                    now,
-                    seeds,
-                    group=run_dir.name,
-                    run_hashes=info["aim_run_hashes"],
-                )
-                info["aim_run_hashes"] = aim.run_hashes
-                loggers.append(aim)
-            write_json(member_dir / "config.json", info)
-            run_loggers.append(Loggers(*loggers))
-        if sweep:
-            write_json(
-                run_dir / SWEEP_FILE,
-                {
-                    "config": config_dict(base),
-                    **sweep.manifest(),
-                    "buffer_capacity": trainer.schedule.capacity,
-                    **history,
-                },
-            )
-        console = ConsoleLogger(base.steps, trainer.labels, start, base.progress)
-        outputs = Loggers(Blocks(run_loggers, base.num_seeds), console)
+        main = is_main()
+        if main:  # with several processes, the main one writes every file
+            run_outputs, first_csv = open_outputs(trainer, members, run_dir, start, history)
+        console = ConsoleLogger(base.steps, trainer.labels, start, base.progress, silent=not main)
+        outputs = Loggers(run_outputs, console) if main else Loggers(console)
         # Step 0 (with --eval-at-start), or an evaluation cut short by an interrupt.
         due = start > 0 or base.eval_at_start
-        missing = due and start % base.eval_every == 0 and not first_csv.evaluated(start)
+        missing = main and due and start % base.eval_every == 0 and not first_csv.evaluated(start)
+        missing = any_process(missing)
         console.message(_summary(trainer, state, run_dir))
         if start:
             console.message(f"resuming at agent step {start} from {run_dir / 'checkpoints'}")
@@ -387,9 +360,11 @@ def run(
         finally:
             outputs.close()
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
         free_compiled_programs()  # a process that runs many runs must not run out of mappings
     groups = sweep.labels if sweep else ("",)
     seconds = time.perf_counter() - wall
-    print(final_report(returns, trainer.seeds, seconds, run_dir, groups), flush=True)
+    if is_main():
+        print(final_report(returns, trainer.seeds, seconds, run_dir, groups), flush=True)
     return run_dir

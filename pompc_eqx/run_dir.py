@@ -77,6 +77,14 @@ def read_sub_run(sweep_dir: pathlib.Path, name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def peek_run_dir(cfg: TrainConfig, manifest: str) -> tuple[pathlib.Path, None, dict | None]:
+    """What a process other than the main one of a multi-process run needs (`distributed`):
+    the directory and, to resume, its saved manifest; no lock, nothing written."""
+    if cfg.resume is not None:
+        return cfg.resume, None, json.loads((cfg.resume / manifest).read_text())
+    return cfg.run_dir, None, None
+
+
 def open_run_dir(
     cfg: TrainConfig, overwrite: int = 0, manifest: str = "config.json"
 ) -> tuple[pathlib.Path, IO, dict | None]:

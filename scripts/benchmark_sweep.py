@@ -1,5 +1,6 @@
 """Wall time of a lambda x seed grid: one sweep process vs one process per lambda, run one after
-another, including imports, compile and evaluation (what the user waits for).
+another, including imports, compile and evaluation (what the user waits for); and of one run
+over two processes (`--distributed`, on 127.0.0.1) vs the same seeds in one process.
 
     python scripts/benchmark_throughput.py --sweep          # writes the section into throughput.md
     python scripts/benchmark_sweep.py --lams 0.1 1 9 --num-seeds 3 --steps 300
@@ -13,7 +14,9 @@ float rounding).
 
 import argparse
 import csv
+import os
 import pathlib
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,12 +27,30 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECTION_MARK = "<!-- lambda-sweep section: written by scripts/benchmark_sweep.py -->"
 
 
-def train(args: list[str]) -> float:
-    """Run scripts/train.py with `args`; its wall time in seconds."""
+def train(args: list[str], processes: int = 1) -> float:
+    """Run scripts/train.py with `args` (as one job of `processes` processes on 127.0.0.1);
+    its wall time in seconds."""
     cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), *args]
     print(" ".join(cmd[1:]), flush=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    if processes == 1:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+    job = lambda i: {
+        **os.environ,
+        "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+        "JAX_NUM_PROCESSES": str(processes),
+        "JAX_PROCESS_ID": str(i),
+    }
+    procs = [
+        subprocess.Popen([*cmd, "--distributed"], env=job(i), stdout=subprocess.DEVNULL)
+        for i in range(processes)
+    ]
+    if any(p.wait() != 0 for p in procs):
+        raise RuntimeError("a process of the distributed run failed")
     return time.perf_counter() - start
 
 
@@ -43,17 +64,22 @@ def sweep_section(
 ) -> str:
     """Time both ways of running the grid; the markdown section with its command."""
     common = [
-        "--task", task, "--model-size", size, "--num-seeds", str(num_seeds),
+        "--task", task, "--model-size", size,
         "--steps", str(steps), "--seed-steps", str(steps // 3), "--eval-every", str(steps),
         "--eval-episodes", "2", "--no-progress", "--no-aim", "--compile-cache", "none",
     ]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
-        one = train(["pompc", "--lam", *lams, *common, "--run-dir", str(root / "sweep")])
+        seeds = ["--num-seeds", str(num_seeds)]
+        one = train(["pompc", "--lam", *lams, *common, *seeds, "--run-dir", str(root / "sweep")])
         each = [
-            train(["pompc", "--lam", lam, *common, "--run-dir", str(root / f"alone-{lam}")])
+            train(["pompc", "--lam", lam, *common, *seeds, "--run-dir", str(root / f"alone-{lam}")])
             for lam in lams
         ]
+        total = str(2 * -(-len(lams) * num_seeds // 2))  # the grid's runs, made even
+        spread = [*common, "--lam", lams[0], "--num-seeds", total]
+        two = train(["pompc", *spread, "--run-dir", str(root / "two")], processes=2)
+        single = train(["pompc", *spread, "--run-dir", str(root / "single")])
         diff = max(
             max(
                 abs(a - b)
@@ -84,6 +110,9 @@ def sweep_section(
             "",
             f"One program takes {one / sum(each):.2f}x the wall time of the separate processes."
             f" Largest difference between a sub-run's eval returns and the same λ alone: {diff:.2g}.",
+            "",
+            f"One run of {total} seeds (λ = {lams[0]}, same steps) over two processes on this"
+            f" machine (`--distributed`, 127.0.0.1, gloo): {two:.0f} s; in one process: {single:.0f} s.",
             "",
         ]
     )

@@ -205,6 +205,20 @@ class HostEnvState(eqx.Module):
     t: Int[Array, " seed"]
 
 
+def unpack_step(
+    out: Float[Array, "seed packed_out"], obs_dim: int
+) -> tuple[HostEnvState, TimeStep]:
+    """The env state and `TimeStep` from what `HostBatch.step_packed` returned."""
+    timestep = TimeStep(
+        obs=out[:, :obs_dim],
+        final_obs=out[:, obs_dim : 2 * obs_dim],
+        reward=out[:, 2 * obs_dim],
+        terminated=out[:, 2 * obs_dim + 1] > 0.5,
+        truncated=out[:, 2 * obs_dim + 2] > 0.5,
+    )
+    return HostEnvState(t=out[:, 2 * obs_dim + 3].astype(jnp.int32)), timestep
+
+
 class HostEnv(AbstractEnv):
     """A batch of host simulators behind the `AbstractEnv` interface.
 
@@ -245,14 +259,7 @@ class HostEnv(AbstractEnv):
         obs_dim = self.spec.obs_dim
         shape = jax.ShapeDtypeStruct((self.num_envs, 2 * obs_dim + 4), jnp.float32)
         out = io_callback(self.host.step_packed, shape, packed, ordered=True)
-        timestep = TimeStep(
-            obs=out[:, :obs_dim],
-            final_obs=out[:, obs_dim : 2 * obs_dim],
-            reward=out[:, 2 * obs_dim],
-            terminated=out[:, 2 * obs_dim + 1] > 0.5,
-            truncated=out[:, 2 * obs_dim + 2] > 0.5,
-        )
-        return HostEnvState(t=out[:, 2 * obs_dim + 3].astype(jnp.int32)), timestep
+        return unpack_step(out, obs_dim)
 
     def save_host_state(self) -> bytes | None:
         return self.host.save()

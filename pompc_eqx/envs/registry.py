@@ -10,11 +10,17 @@ second and picks MuJoCo's OpenGL backend from `MUJOCO_GL` at that moment.
 """
 
 import difflib
+from typing import TYPE_CHECKING
+
+import jax
 
 from .base import AbstractEnv, EnvSpec
 from .errors import MissingDependencyError, UnknownTaskError
 from .jax_envs import JAX_TASKS, jax_task_spec, make_jax_env
 
+
+if TYPE_CHECKING:
+    from jax.sharding import Mesh
 
 PREFIXES: tuple[str, ...] = ("jax/", "dmc/", "hb/")
 
@@ -52,6 +58,17 @@ def make_env(task: str, num_envs: int, **options: object) -> AbstractEnv:
             return humanoid_bench.make_hb_env(task, num_envs)
         case kind:
             raise AssertionError(f"unhandled task kind {kind!r}")
+
+
+def make_sharded_env(task: str, num_envs: int, mesh: "Mesh") -> AbstractEnv:
+    """`make_env` for a run whose `num_envs` runs are sharded over `mesh` (axis `seed`): with
+    several processes, a host-simulated task gets simulators only for this process's runs
+    (`sharded.ShardedHostEnv`); otherwise the same as `make_env`."""
+    if jax.process_count() == 1 or _kind(task) == "jax":
+        return make_env(task, num_envs)
+    from .sharded import ShardedHostEnv
+
+    return ShardedHostEnv(lambda n: make_env(task, n), mesh, num_envs)
 
 
 def task_spec(task: str) -> EnvSpec:
