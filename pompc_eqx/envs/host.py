@@ -205,6 +205,14 @@ class HostEnvState(eqx.Module):
     t: Int[Array, " seed"]
 
 
+def pack_step(
+    state: HostEnvState, action: Float[Array, "seed action"]
+) -> Float[Array, "seed packed"]:
+    """`[action | t]` per slot, what `HostBatch.step_packed` takes (actions clipped to [-1, 1])."""
+    action = jnp.clip(action, -1.0, 1.0).astype(jnp.float32)
+    return jnp.concatenate([action, state.t.astype(jnp.float32)[:, None]], axis=1)
+
+
 def unpack_step(
     out: Float[Array, "seed packed_out"], obs_dim: int
 ) -> tuple[HostEnvState, TimeStep]:
@@ -254,11 +262,9 @@ class HostEnv(AbstractEnv):
     def step(
         self, state: HostEnvState, action: Float[Array, "seed action"]
     ) -> tuple[HostEnvState, TimeStep]:
-        action = jnp.clip(action, -1.0, 1.0).astype(jnp.float32)
-        packed = jnp.concatenate([action, state.t.astype(jnp.float32)[:, None]], axis=1)
         obs_dim = self.spec.obs_dim
         shape = jax.ShapeDtypeStruct((self.num_envs, 2 * obs_dim + 4), jnp.float32)
-        out = io_callback(self.host.step_packed, shape, packed, ordered=True)
+        out = io_callback(self.host.step_packed, shape, pack_step(state, action), ordered=True)
         return unpack_step(out, obs_dim)
 
     def save_host_state(self) -> bytes | None:

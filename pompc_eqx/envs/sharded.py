@@ -21,7 +21,7 @@ from jaxtyping import Array, Float, Key
 
 from ..distributed import gather_bytes
 from .base import AbstractEnv, EnvSpec, TimeStep
-from .host import HostBatch, HostEnv, HostEnvState, slot_seeds, unpack_step
+from .host import HostBatch, HostEnv, HostEnvState, pack_step, slot_seeds, unpack_step
 
 
 class ShardedHostEnv(AbstractEnv):
@@ -70,8 +70,6 @@ class ShardedHostEnv(AbstractEnv):
     def step(
         self, state: HostEnvState, action: Float[Array, "seed action"]
     ) -> tuple[HostEnvState, TimeStep]:
-        action = jnp.clip(action, -1.0, 1.0).astype(jnp.float32)
-        packed = jnp.concatenate([action, state.t.astype(jnp.float32)[:, None]], axis=1)
         obs_dim = self.spec.obs_dim
 
         def local(block, packed):
@@ -80,7 +78,7 @@ class ShardedHostEnv(AbstractEnv):
             step = lambda b, p: self.blocks[int(b)].step_packed(p)
             return io_callback(step, shape, block, packed)
 
-        return unpack_step(self._per_block(local, packed), obs_dim)
+        return unpack_step(self._per_block(local, pack_step(state, action)), obs_dim)
 
     def save_host_state(self) -> bytes:
         """Every block's simulators, from every process (a collective: all processes call it)."""
