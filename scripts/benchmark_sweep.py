@@ -7,9 +7,9 @@ over two processes (`--distributed`, on 127.0.0.1) vs the same seeds in one proc
 
 Every process compiles cold (`--compile-cache none`): with the persistent cache on (the default)
 the second and third per-lambda processes would load the program the first one compiled, since
-lambda is data of the program. The table also reports the largest difference between a
-sub-run's eval returns and those of the same lambda trained alone (they should be equal up to
-float rounding).
+lambda is data of the program. The page also reports the largest difference between a sub-run's
+final eval returns and those of the same lambda trained alone: equal at first to float rounding
+(tests/test_sweep.py), the runs drift apart over many updates as a seed does alone vs in a batch.
 """
 
 import argparse
@@ -109,10 +109,20 @@ def sweep_section(
             f" {len(lams)} | {sum(each):.0f} s ({' + '.join(f'{t:.0f}' for t in each)}) |",
             "",
             f"One program takes {one / sum(each):.2f}x the wall time of the separate processes."
-            f" Largest difference between a sub-run's eval returns and the same λ alone: {diff:.2g}.",
+            f" Largest difference between a sub-run's final eval return and the same λ alone: {diff:.0f}"
+            " (a run inside the sweep equals the same run alone to float tolerance over the first"
+            " chunk, tests/test_sweep.py; over hundreds of updates the rounding differences of"
+            " another batch shape grow, as for a seed alone vs in a batch).",
             "",
             f"One run of {total} seeds (λ = {lams[0]}, same steps) over two processes on this"
-            f" machine (`--distributed`, 127.0.0.1, gloo): {two:.0f} s; in one process: {single:.0f} s.",
+            f" machine (`--distributed`, 127.0.0.1, gloo): {two:.0f} s; in one process: {single:.0f} s"
+            " (both processes share this machine's cores: this measures the overhead of the"
+            " collectives, not the gain of more hosts).",
+            "",
+            "On one GPU (a projection, not measured): the tiny model's runs do not fill the"
+            " device, so a step of the whole grid should cost about what one λ's seeds do, and the"
+            " grid should take about one process's wall time: one compile and one training instead"
+            f" of {len(lams)}.",
             "",
         ]
     )
