@@ -85,6 +85,14 @@ def test_throughput_table_from_fake_rows(throughput, tmp_path):
     assert out.read_text() == text
     # 520 MFLOP in 0.1 s = 5.2 GFLOP/s = 10% of 52; 18 TFLOP/s / 520 MFLOP = 34,615 steps/s
     assert "| 520.0 | 300.0 | 310.0 | 100 | 5.2 | 10% | 34,615 |" in text
+    # The λ-sweep section (--sweep) survives a rewrite of the tables, and replaces its old self.
+    sweep = _script("benchmark_sweep")
+    sweep.write_section(out, f"{sweep.SECTION_MARK}\nold sweep\n")
+    sweep.write_section(out, f"{sweep.SECTION_MARK}\nnew sweep\n")
+    throughput.write_table([row], out, "python scripts/benchmark_throughput.py", meta, 18)
+    page = out.read_text()
+    assert page.startswith(text.rstrip("\n")) and page.endswith("new sweep\n")
+    assert "old sweep" not in page and page.count(sweep.SECTION_MARK) == 1
 
 
 def test_peer_report_on_fake_measurements(peer, tmp_path):
