@@ -20,6 +20,8 @@ from .config import ConfigError, TrainConfig
 SWEEP_FILE = "sweep.json"
 SWEPT_OPTIONS = ("--lam", "--loss.kl-target")
 """Options that take several values on the command line (`--loss.kl-target` with `--lam auto`)."""
+STRUCTURAL_OPTIONS = ("--prior", "--prior-loss")
+"""Options whose values are different programs: several values are refused with a reason."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,16 +93,23 @@ def split_sweep_args(args: list[str]) -> tuple[list[str], str | None, list[str]]
     **Returns:** `(other args, option or None, its values as given)`; a single value stays in
     the arguments for tyro.
     """
+    found = None
     for i, arg in enumerate(args):
-        if arg not in SWEPT_OPTIONS:
+        if arg not in SWEPT_OPTIONS + STRUCTURAL_OPTIONS:
             continue
         end = i + 1
         while end < len(args) and not args[end].startswith("--"):
             end += 1
         values = args[i + 1 : end]
-        if len(values) > 1:
-            return args[:i] + args[end:], arg, values
-    return args, None, []
+        if len(values) > 1 and arg in STRUCTURAL_OPTIONS:
+            raise ConfigError(
+                f"{arg} {' '.join(values)}: each {arg.removeprefix('--')} is another program "
+                "(other modules in the objective), so only --lam (or --loss.kl-target) can be "
+                "swept in one; run one command per value"
+            )
+        if len(values) > 1 and found is None:
+            found = args[:i] + args[end:], arg, values
+    return found or (args, None, [])
 
 
 def parse_values(option: str, raw: list[str]) -> tuple[float, ...]:

@@ -199,6 +199,10 @@ def test_benchmark_learning_runs_a_grid_then_skips_it_when_finished(tmp_path):
         "--variants",
         "tdmpc2",
         "pompc",
+        "--lams",
+        "0.5",
+        "2",
+        "--sweep",
         "--notes-file",
         "notes.md",
         "--every-eval",
@@ -214,6 +218,16 @@ def test_benchmark_learning_runs_a_grid_then_skips_it_when_finished(tmp_path):
         page.count("| tdmpc2 λ=0 |") == 2 and page.count("| pompc λ=1 learned/reverse |") == 2
     )  # finals, every eval
     assert (tmp_path / "page" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # --sweep: the --lams ran as one sweep; each λ's run is copied under its one-variant name.
+    sweep = tmp_path / "runs" / "pompc-sweep-priorlearned-prior-lossreverse"
+    assert (sweep / "sweep.json").exists() and "one sweep" in page
+    for lam, name in (
+        ("0.5", "pompc-lam0p5-priorlearned-prior-lossreverse"),
+        ("2", "pompc-lam2-priorlearned-prior-lossreverse"),
+    ):
+        assert page.count(f"| pompc λ={lam} learned/reverse |") == 2
+        copied = tmp_path / "page" / "runs" / name / "eval.csv"
+        assert copied.read_text() == (sweep / f"lam-{lam}" / "eval.csv").read_text()
     for name in ("tdmpc2", "pompc"):
         copied = tmp_path / "page" / "runs" / name
         assert (copied / "eval.csv").read_text() == (
@@ -227,4 +241,5 @@ def test_benchmark_learning_runs_a_grid_then_skips_it_when_finished(tmp_path):
     assert (
         "[tdmpc2] already finished" in again.stdout and "[pompc] already finished" in again.stdout
     )
+    assert f"[{sweep.name}] already finished" in again.stdout
     assert (tmp_path / "runs" / "pompc" / "eval.csv").stat().st_mtime_ns == eval_mtime

@@ -44,6 +44,7 @@ def test_command_line_makes_a_sweep_of_the_values():
         (["tdmpc2", "--lam", "1", "1"], "at least two different values"),
         (["pompc", "--lam", "auto", "1"], "cannot be mixed"),
         (["pompc", "--loss.kl-target", "0.1", "1"], "need --lam auto"),
+        (["pompc", "--lam", "1", "2", "--prior", "learned", "replay"], "prior learned replay"),
     ],
 )
 def test_sweeps_that_cannot_share_a_program_are_refused(args, message):
