@@ -143,7 +143,7 @@ def timed_act(self, observation, **kw):
             first_planned_end=stamps[0],
             flops=flops(self, observation) if args.get("flops") else None,
             versions={m: sys.modules[m].__version__ for m in ("jax", "flax")})
-        print("BENCH " + json.dumps(report), flush=True)
+        print("\nBENCH " + json.dumps(report), flush=True)
         os._exit(0)
     return out
 
@@ -428,12 +428,13 @@ def run_peer(config: str, args) -> Result:
                 out, _ = proc.communicate()
                 result.note = f"not run: timed out after {args.timeout:.0f} s"
         result.load = sampler.summary()
-    lines = [line for line in out.splitlines() if line.startswith("BENCH ")]
-    if not lines:
+    # The report may follow the peer's tqdm bar on the same line (tqdm ends lines with \r).
+    reports = [line.split("BENCH ", 1)[1] for line in out.splitlines() if "BENCH " in line]
+    if not reports:
         tail = out.strip().splitlines()[-3:]
         result.note = result.note or f"not run: the peer failed ({' / '.join(tail)[-300:]})"
         return result
-    data = json.loads(lines[-1][len("BENCH ") :])
+    data = json.loads(reports[-1])
     result.steps_per_s = data["steps"] / data["seconds"]
     result.timed_steps = data["steps"]
     result.cold_start_s = data["first_planned_end"] - launched

@@ -123,7 +123,14 @@ def test_peer_without_peer_dir_is_reported_not_run(peer):
 
 
 @pytest.mark.parametrize(
-    "name", ["benchmark_call_length", "benchmark_peer", "benchmark_sweep", "benchmark_throughput"]
+    "name",
+    [
+        "benchmark_call_length",
+        "benchmark_cold_start",
+        "benchmark_peer",
+        "benchmark_sweep",
+        "benchmark_throughput",
+    ],
 )
 def test_help_runs(name):
     out = subprocess.run(
