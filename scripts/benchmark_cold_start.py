@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["tiny", "5m"])
     parser.add_argument("--task", default="jax/pendulum")
     parser.add_argument("--seed-steps", type=int, default=8)
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs/results/cold_start.md")
     args = parser.parse_args()
     command = "python scripts/benchmark_cold_start.py " + " ".join(sys.argv[1:])
     lines = [
@@ -92,7 +93,9 @@ def main() -> None:
                         f" | {r.get('chunk', '?')} | {r['first_step']:.1f} |"
                     )
                     print(lines[-1], flush=True)
-    print("\n".join(lines))
+    page = "\n".join(["# Time to the first training step, cold and warm", "", *lines, ""])
+    args.out.write_text(page)
+    print(page)
 
 
 if __name__ == "__main__":
