@@ -9,6 +9,7 @@ import contextlib
 import csv
 import os
 import pathlib
+import select
 import shutil
 import signal
 import socket
@@ -148,7 +149,13 @@ def test_a_dead_process_ends_the_other_within_a_minute(tmp_path, cache):
     cmd = [*flags, "--run-dir", str(tmp_path / "run"), "--distributed"]
     port = _free_port()
     with _processes([cmd, cmd], [_job_env(port, 0), _job_env(port, 1)]) as (main, other):
-        for line in main.stdout:  # the job has formed once process 0 reports the run
+        # The job has formed once process 0 reports the run (waited for at most TIMEOUT s).
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([main.stdout], [], [], left)[0], "no run summary"
+            line = main.stdout.readline()
+            assert line, "process 0 ended before reporting the run"
             if line.startswith("pompc on jax/pendulum"):
                 break
         os.killpg(other.pid, signal.SIGKILL)
