@@ -41,6 +41,10 @@ class SeedState(eqx.Module):
     warm_start: Float[Array, "*seed horizon action"]
     episode_step: Int[Array, "*seed"]
     episode_return: Float[Array, "*seed"]
+    episode_discounted: Float[Array, "*seed"]
+    """Discounted return of the running episode from its first state."""
+    episode_q: Float[Array, "*seed"]
+    """The value estimate at the running episode's first state and action."""
     key: Key[Array, "*seed"]
 
 
@@ -93,6 +97,8 @@ def init_loop(
         warm_start=jnp.zeros((num, horizon, cfg.action_dim)),
         episode_step=jnp.zeros((num,), jnp.int32),
         episode_return=jnp.zeros((num,)),
+        episode_discounted=jnp.zeros((num,)),
+        episode_q=jnp.zeros((num,)),
         key=stream(keys, "train"),
     )
     return LoopState(
@@ -152,7 +158,7 @@ def learn(
 
 LOOP_COUNTERS = ("episode_return", "nonfinite_action", "num_updates", "pretrain")
 """Per-step bookkeeping of the loop (not update terms, and not averaged per logging window)."""
-LOOP_METRICS = (*LOOP_COUNTERS, "plan_std", "plan_std_at_floor")
+LOOP_METRICS = (*LOOP_COUNTERS, "plan_std", "plan_std_at_floor", "q_estimate", "q_realised")
 """Everything the loop itself adds to the update metrics of a step."""
 
 
@@ -224,6 +230,16 @@ def _train_step(
         seeds.buffer, transitions
     )
     episode_return = seeds.episode_return + ts.reward
+    # Over- or under-estimation (a collapse sign): the value estimate at each episode's first
+    # state and action next to the discounted return that followed. One value call per step
+    # (negligible next to planning); without a bootstrap the realised return misses at most
+    # gamma^T of the value (about e^-5 with the discount heuristic).
+    value_now = eqx.filter_vmap(
+        lambda a, o, u: a.nets.value.estimate(a.nets.two_hot, a.nets.encode(o), u)
+    )(seeds.agent, seeds.obs, action)
+    first = seeds.episode_step == 0
+    episode_q = jnp.where(first, value_now, seeds.episode_q)
+    episode_discounted = seeds.episode_discounted + cfg.discount**seeds.episode_step * ts.reward
 
     # Alg. 2: nothing before seed_steps, a burst of seed_steps updates once the seed data is
     # in, then one update per step with reanalyze every k-th update.
@@ -246,6 +262,8 @@ def _train_step(
     metrics = {
         **metrics,
         "episode_return": jnp.where(done, episode_return, jnp.nan),
+        "q_estimate": jnp.where(done, episode_q, jnp.nan),
+        "q_realised": jnp.where(done, episode_discounted, jnp.nan),
         "plan_std": jnp.mean(chosen.plan_std, axis=-1),
         # Share of action dimensions whose sigma_0 sits at the planner's floor (a collapse sign).
         "plan_std_at_floor": jnp.mean(chosen.plan_std <= cfg.planner.min_std * (1 + 1e-6), axis=-1),
@@ -260,6 +278,8 @@ def _train_step(
         warm_start=jnp.where(done[:, None, None], 0.0, chosen.warm_start),
         episode_step=jnp.where(done, 0, seeds.episode_step + 1),
         episode_return=jnp.where(done, 0.0, episode_return),
+        episode_discounted=jnp.where(done, 0.0, episode_discounted),
+        episode_q=episode_q,
         key=next_key,
     )
     state = LoopState(
@@ -277,7 +297,8 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
     Per-step metrics have shape (num_steps, seed): every update metric (NaN where no update
     ran) and the loop's own `LOOP_METRICS`: `episode_return` (NaN unless an episode ended),
     `plan_std` (mean sigma_0), `plan_std_at_floor` (share of action dimensions with sigma_0 at
-    `min_std`), `nonfinite_action` (1 where the agent's action was not finite
+    `min_std`), `q_estimate` and `q_realised` (NaN unless an episode ended: the value estimate
+    at its first state and action, and its discounted return), `nonfinite_action` (1 where the agent's action was not finite
     and 0 was executed), `num_updates` and `pretrain` (1 in the pretraining burst).
     """
     vlearn = eqx.filter_vmap(

@@ -132,6 +132,13 @@ class AbstractValueFunction(eqx.Module):
         """The TD target of the value loss, computed with this (target) value function and the
         online networks `nets`; `a_next ~ pi_s(z_next)`, `bootstrap = gamma (1 - terminated)`."""
 
+    def estimate(
+        self, two_hot: TwoHot, z: Float[Array, " latent"], a: Float[Array, " action"]
+    ) -> Float[Array, ""]:
+        """The mean of every head at a latent state and action (no dropout): the value the
+        run logs next to the realised discounted return (`q_estimate`)."""
+        return jnp.mean(jax.vmap(two_hot.decode)(self.heads(self.inputs(z, a))))
+
 
 class QFunction(AbstractValueFunction):
     """TD-MPC2's Q(z, a) ensemble: bootstrap with a random pair's mean at a~ ~ pi_s(z_H), TD

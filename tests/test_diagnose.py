@@ -1,16 +1,21 @@
 """`scripts/diagnose.py` and its rules on small synthetic run directories: a clean run flags
-nothing; a drop, a failed episode after solving and a diverging Q are flagged where they are."""
+nothing; a drop, a failed episode after solving and a diverging Q are flagged where they are;
+the loop logs the Q columns the rules read."""
 
 import pathlib
 import subprocess
 import sys
 
+import equinox as eqx
+import jax
 import numpy as np
 import pytest
+from helpers import start_loop, tiny_agent_config
 
 from pompc_eqx.analysis.curves import read_rows
 from pompc_eqx.analysis.diagnose import find_collapses, progress_scale, read_evaluations
 from pompc_eqx.analysis.diagnose_plots import diagnosis_figure, missing_columns
+from pompc_eqx.loop import make_train_chunk
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -116,3 +121,34 @@ def test_the_script_writes_the_report_and_the_figure(tmp_path):
         timeout=300,
     )
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_loop_logs_the_value_estimate_and_the_discounted_return_of_each_episode():
+    """On the constant probe (reward 1 per step, 10-step episodes) every finished episode's
+    `q_realised` is sum_t gamma^t exactly, and `q_estimate` is the value estimate of the agent
+    that acted at the episode's first stored state and action."""
+    cfg = tiny_agent_config("tdmpc2", "jax/probe-constant")
+    env, schedule, state = start_loop(
+        cfg, "jax/probe-constant", num_seeds=2, steps=40, seed_steps=10
+    )
+    chunk = eqx.filter_jit(make_train_chunk(cfg, schedule, env, 20))
+    state, first = chunk(state)  # two episodes; the second one after updates
+    agents, rows = state.seeds.agent, np.asarray(state.seeds.buffer.pointer)
+    state, second = chunk(state)
+    for metrics in (first, second):
+        done = np.isfinite(np.asarray(metrics["episode_return"]))
+        assert done.sum() == 4 and (np.isfinite(np.asarray(metrics["q_estimate"])) == done).all()
+        realised = np.asarray(metrics["q_realised"])[done]
+        np.testing.assert_allclose(realised, (1 - cfg.discount**10) / (1 - cfg.discount), rtol=1e-5)
+    # The third episode starts the second chunk, at buffer row `rows` (an episode: 11 rows),
+    # and ends at its 10th step; its estimate is that of the agents at the chunk's start.
+    buffer = state.seeds.buffer
+    for i in range(2):
+        agent = jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, agents)
+        row = int(rows[i])
+        z = agent.nets.encode(buffer.obs[i, row])
+        want = agent.nets.value.estimate(agent.nets.two_hot, z, buffer.action[i, row])
+        got = np.asarray(second["q_estimate"])[9, i]
+        np.testing.assert_allclose(got, float(want), rtol=1e-5, atol=1e-6)
+    assert np.ptp(np.asarray(second["q_estimate"])[np.isfinite(second["q_estimate"])]) > 0

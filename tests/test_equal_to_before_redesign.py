@@ -25,7 +25,7 @@ VARIANTS = {
 
 
 # Diagnostics logged since (they add train.csv columns; none was renamed or dropped).
-ADDED = {"pi_std", "prior_std", "plan_std_at_floor"}
+ADDED = {"pi_std", "prior_std", "plan_std_at_floor", "q_estimate", "q_realised"}
 
 
 @pytest.fixture(scope="module")
