@@ -49,7 +49,7 @@ class Linear(eqx.Module):
         self.bias = jnp.zeros((out_dim,))
 
     def __call__(self, x: Float[Array, " in"]) -> Float[Array, " out"]:
-        return self.weight @ x + self.bias
+        return x @ self.weight.T + self.bias
 
 
 class NormedLinear(eqx.Module):

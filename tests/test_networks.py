@@ -196,8 +196,9 @@ def test_ensemble_members_differ_and_subset_picks_members(getkey):
     assert sub.num_members == 2
     np.testing.assert_allclose(sub_out, out[idx], rtol=1e-6)
     np.testing.assert_array_equal(sub.members.hidden[0].linear.weight, w[idx])
-    # member i alone equals a standalone MLP with member i's weights
-    np.testing.assert_allclose(single_out, out[2], rtol=1e-6)
+    # member i alone equals a standalone MLP with member i's weights (up to float32 rounding:
+    # the batched and the single matmul may sum in another order)
+    np.testing.assert_allclose(single_out, out[2], rtol=1e-5)
 
 
 def test_random_pair_distinct_and_covers_all_pairs(getkey):
