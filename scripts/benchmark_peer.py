@@ -503,6 +503,13 @@ def write_report(results: list[Result], out: pathlib.Path, command: str, meta: d
             )
         else:
             lines.append(f"- `{config}`: no ratio ({ours.note or ref.note}).")
+        if ours.cold_start_s and ref.cold_start_s:
+            ratio = ours.cold_start_s / ref.cold_start_s
+            verdict = "met" if ratio <= 2.0 else "missed"
+            lines.append(
+                f"- `{config}` cold start to the first planned step: ours {ours.cold_start_s:.1f} s,"
+                f" the peer's {ref.cold_start_s:.1f} s ({ratio:.2f}x; target <= 2x): {verdict}."
+            )
     lines += [
         "",
         "Method: agent steps/s is steps divided by wall time over the timed steps after the",

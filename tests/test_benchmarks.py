@@ -115,6 +115,7 @@ def test_peer_report_on_fake_measurements(peer, tmp_path):
     assert "runs at 2.00x the peer's agent steps/s (target >= 1.5x): met" in text
     assert "not run: the peer failed (boom)" in text
     assert "- `5m`: no ratio" in text
+    assert "ours 90.0 s, the peer's 60.0 s (1.50x; target <= 2x): met" in text
 
 
 def test_peer_without_peer_dir_is_reported_not_run(peer):
