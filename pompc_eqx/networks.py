@@ -49,6 +49,8 @@ class Linear(eqx.Module):
         self.bias = jnp.zeros((out_dim,))
 
     def __call__(self, x: Float[Array, " in"]) -> Float[Array, " out"]:
+        # x @ W.T, not W @ x: vmapped over batch and seeds it yields (seed, batch, out) directly;
+        # W @ x made XLA:CPU copy a transpose after every layer (docs/results/peer.md).
         return x @ self.weight.T + self.bias
 
 
