@@ -4,8 +4,9 @@ Each variant is one `scripts/train.py` process training `--num-seeds` vmapped se
 (`OUT/README.md`) names the command, the commit, the model size and each variant's wall time,
 and holds a Table-1-style table (final mean ± 95% CI over seeds) and learning curves against env
 steps, agent steps on the top axis: every seed's line and their mean, plus the mean's 95% CI
-(clipped to the returns observed) when there are 3 or more seeds. Every run's `eval.csv`,
-`train.csv` and `config.json` are copied next to it; checkpoints stay in `--runs-dir`.
+(clipped to the returns observed) when there are 3 or more seeds. Every run's `eval.csv`
+(and `eval_policy.csv`: a second curve, the policy alone), `train.csv` and `config.json` are
+copied next to it; checkpoints stay in `--runs-dir`.
 
     python scripts/benchmark_learning.py --task jax/pendulum --out docs/results/pendulum \\
         --variants tdmpc2 bmpc pompc:lam=0.1 pompc:lam=1:prior-loss=forward \\
@@ -16,7 +17,7 @@ steps, agent steps on the top axis: every seed's line and their mean, plus the m
         --variants tdmpc2 bmpc --lams 0.1 1 9 --prior-losses reverse forward -- --model-size tiny
 
     # the --lams of each prior as ONE train.py process (a lambda sweep, one compiled program):
-    python scripts/benchmark_learning.py --task jax/pendulum --out docs/results/lam-grid \
+    python scripts/benchmark_learning.py --task jax/pendulum --out docs/results/lam-grid \\
         --lams 0.1 1 9 --sweep -- --model-size tiny --steps 10000
 
 A variant is `PRESET[:option=value...]`, options being train.py flags without the dashes.
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from pompc_eqx.analysis.curves import eval_curve, train_curves
+from pompc_eqx.analysis.curves import eval_curves, train_curves
 from pompc_eqx.analysis.pages import add_page_arguments, page_notes, script_command, write_page
 from pompc_eqx.analysis.plots import plot_curves
 from pompc_eqx.analysis.tables import page_tables
@@ -176,8 +177,9 @@ def main() -> None:
         for member, member_dir in members:
             page_run = args.out / "runs" / member
             page_run.mkdir(parents=True, exist_ok=True)
-            for file in ("eval.csv", "train.csv"):
-                shutil.copy2(member_dir / file, page_run / file)
+            for file in ("eval.csv", "eval_policy.csv", "train.csv"):
+                if file != "eval_policy.csv" or (member_dir / file).exists():
+                    shutil.copy2(member_dir / file, page_run / file)
             # Paths inside the page are relative to the repository, not to this machine.
             config = (member_dir / "config.json").read_text().replace(f"{ROOT}/", "")
             (page_run / "config.json").write_text(config)
@@ -190,7 +192,7 @@ def main() -> None:
 def write_results(args: argparse.Namespace, specs: list[str], command: str) -> None:
     names = [variant_args(s)[0] for s in specs]
     page_runs = [args.out / "runs" / n for n in names]
-    curves = [eval_curve(d) for d in page_runs]
+    curves = [c for d in page_runs for c in eval_curves(d)]
     title = args.title or f"{args.task}: {len(specs)} variants x {args.num_seeds} seeds"
     plot_curves(curves, args.out / "curves.png", title)
     images = ["curves.png"]

@@ -12,7 +12,7 @@ import os
 import pathlib
 import sys
 
-from pompc_eqx.analysis.curves import eval_curve, expand_sweeps, read_config, train_curves
+from pompc_eqx.analysis.curves import eval_curves, expand_sweeps, read_config, train_curves
 from pompc_eqx.analysis.pages import add_page_arguments, page_notes, script_command, write_page
 from pompc_eqx.analysis.plots import plot_curves
 from pompc_eqx.analysis.tables import page_tables
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     command = script_command("results_table.py", sys.argv[1:])
     args.run_dirs = expand_sweeps(args.run_dirs)
-    curves = [eval_curve(d) for d in args.run_dirs]
+    curves = [c for d in args.run_dirs for c in eval_curves(d)]
     task = args.task or read_config(args.run_dirs[0])["task"]
     table = page_tables(curves, args.run_dirs, task, args)
     print(table, end="")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_training import SMALL_FLAGS
 
-from pompc_eqx.analysis.curves import eval_curve, variant_label
+from pompc_eqx.analysis.curves import eval_curve, eval_curves, variant_label
 from pompc_eqx.analysis.pages import (
     add_page_arguments,
     git_commit,
@@ -53,6 +53,19 @@ def test_eval_curve_averages_episodes_per_seed_and_marks_missing_points(tmp_path
     assert curve.agent_steps.tolist() == [10, 20] and curve.env_steps.tolist() == [20, 40]
     assert curve.values[0].tolist() == [2.0, 7.0]
     assert curve.values[1, 0] == 5.0 and math.isnan(curve.values[1, 1])
+
+
+def test_a_run_that_evaluated_the_policy_alone_has_a_second_curve(tmp_path):
+    run_dir = _fake_run(tmp_path / "run", [(0, 0, 0, -900.0), (10, 0, 0, -200.0)], lam=1.0)
+    assert [c.label for c in eval_curves(run_dir)] == ["pompc λ=1 learned/reverse"]
+    lines = ["agent_step,env_step,seed,episode,return", "0,0,0,0,-1000.0", "10,20,0,0,-400.0"]
+    (run_dir / "eval_policy.csv").write_text("\n".join(lines) + "\n")
+    planner, policy = eval_curves(run_dir)
+    assert policy.label == "pompc λ=1 learned/reverse · policy only"
+    assert planner.values[0].tolist() == [-900.0, -200.0]
+    assert policy.values[0].tolist() == [-1000.0, -400.0]
+    table = final_table([planner, policy], "jax/pendulum")
+    assert "| pompc λ=1 learned/reverse · policy only | -400 ± n/a | 1 | 10 (20) |" in table
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -209,6 +222,7 @@ def test_benchmark_learning_runs_a_grid_then_skips_it_when_finished(tmp_path):
         "--",
         *SMALL_FLAGS,
         "--no-aim",
+        "--eval-policy",
     ]
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -234,6 +248,8 @@ def test_benchmark_learning_runs_a_grid_then_skips_it_when_finished(tmp_path):
             tmp_path / "runs" / name / "eval.csv"
         ).read_text()
         assert float((copied / "wall_time_s.txt").read_text()) > 0
+        assert (copied / "eval_policy.csv").exists()  # --eval-policy: the policy-only curve
+    assert page.count("| tdmpc2 λ=0 · policy only |") == 2
     eval_mtime = (tmp_path / "runs" / "pompc" / "eval.csv").stat().st_mtime_ns
 
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)

@@ -1,7 +1,7 @@
 """Learning curves from run directories, and the statistics over seeds that tables and plots use.
 
 A run directory is what `scripts/train.py` writes: `config.json`, `eval.csv` (one row per
-evaluation episode) and `train.csv` (one row per logging window per seed). A sweep directory
+evaluation episode; `eval_policy.csv` the same for the policy alone) and `train.csv` (one row per logging window per seed). A sweep directory
 (`sweep.json`) holds one run directory per value (`expand_sweeps`).
 """
 
@@ -82,6 +82,16 @@ def eval_curve(run_dir: pathlib.Path, label: str | None = None) -> Curve:
     if not rows:
         raise ValueError(f"{run_dir / 'eval.csv'} has no evaluations yet")
     return _curve(rows, "return", label or variant_label(read_config(run_dir)))
+
+
+def eval_curves(run_dir: pathlib.Path) -> list[Curve]:
+    """`eval_curve`, then the sampling policy's own curve where the run evaluated it alone
+    (`eval_policy.csv`, `--eval-policy`), labelled "... · policy only"."""
+    planner = eval_curve(run_dir)
+    rows = read_rows(run_dir / "eval_policy.csv") if (run_dir / "eval_policy.csv").exists() else []
+    if not rows:
+        return [planner]
+    return [planner, _curve(rows, "return", f"{planner.label} · policy only")]
 
 
 def train_curve(run_dir: pathlib.Path, metric: str, label: str | None = None) -> Curve:
