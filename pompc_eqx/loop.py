@@ -238,7 +238,10 @@ def _train_step(
         lambda a, o, u: a.nets.value.estimate(a.nets.two_hot, a.nets.encode(o), u)
     )(seeds.agent, seeds.obs, action)
     first = seeds.episode_step == 0
-    episode_q = jnp.where(first, value_now, seeds.episode_q)
+    # Episodes begun in the seed phase would compare untrained networks: not logged (NaN).
+    trained = state.step >= schedule.seed_steps
+    episode_q = jnp.where(first, jnp.where(trained, value_now, jnp.nan), seeds.episode_q)
+    logged_q = ts.done & jnp.isfinite(episode_q)
     episode_discounted = seeds.episode_discounted + cfg.discount**seeds.episode_step * ts.reward
 
     # Alg. 2: nothing before seed_steps, a burst of seed_steps updates once the seed data is
@@ -262,8 +265,8 @@ def _train_step(
     metrics = {
         **metrics,
         "episode_return": jnp.where(done, episode_return, jnp.nan),
-        "q_estimate": jnp.where(done, episode_q, jnp.nan),
-        "q_realised": jnp.where(done, episode_discounted, jnp.nan),
+        "q_estimate": jnp.where(logged_q, episode_q, jnp.nan),
+        "q_realised": jnp.where(logged_q, episode_discounted, jnp.nan),
         "plan_std": jnp.mean(chosen.plan_std, axis=-1),
         # Share of action dimensions whose sigma_0 sits at the planner's floor (a collapse sign).
         "plan_std_at_floor": jnp.mean(chosen.plan_std <= cfg.planner.min_std * (1 + 1e-6), axis=-1),
@@ -297,8 +300,8 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
     Per-step metrics have shape (num_steps, seed): every update metric (NaN where no update
     ran) and the loop's own `LOOP_METRICS`: `episode_return` (NaN unless an episode ended),
     `plan_std` (mean sigma_0), `plan_std_at_floor` (share of action dimensions with sigma_0 at
-    `min_std`), `q_estimate` and `q_realised` (NaN unless an episode ended: the value estimate
-    at its first state and action, and its discounted return), `nonfinite_action` (1 where the agent's action was not finite
+    `min_std`), `q_estimate` and `q_realised` (NaN unless an episode begun after the seed phase
+    ended: the value estimate at its first state and action, and its discounted return), `nonfinite_action` (1 where the agent's action was not finite
     and 0 was executed), `num_updates` and `pretrain` (1 in the pretraining burst).
     """
     vlearn = eqx.filter_vmap(

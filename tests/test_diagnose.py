@@ -125,9 +125,9 @@ def test_the_script_writes_the_report_and_the_figure(tmp_path):
 
 @pytest.mark.slow
 def test_loop_logs_the_value_estimate_and_the_discounted_return_of_each_episode():
-    """On the constant probe (reward 1 per step, 10-step episodes) every finished episode's
-    `q_realised` is sum_t gamma^t exactly, and `q_estimate` is the value estimate of the agent
-    that acted at the episode's first stored state and action."""
+    """On the constant probe (reward 1 per step, 10-step episodes) every finished episode begun
+    after the seed phase logs `q_realised` = sum_t gamma^t exactly and as `q_estimate` the
+    value estimate of the agent that acted at the episode's first stored state and action."""
     cfg = tiny_agent_config("tdmpc2", "jax/probe-constant")
     env, schedule, state = start_loop(
         cfg, "jax/probe-constant", num_seeds=2, steps=40, seed_steps=10
@@ -136,10 +136,13 @@ def test_loop_logs_the_value_estimate_and_the_discounted_return_of_each_episode(
     state, first = chunk(state)  # two episodes; the second one after updates
     agents, rows = state.seeds.agent, np.asarray(state.seeds.buffer.pointer)
     state, second = chunk(state)
-    for metrics in (first, second):
+    for metrics, logged_episodes in ((first, 1), (second, 2)):
         done = np.isfinite(np.asarray(metrics["episode_return"]))
-        assert done.sum() == 4 and (np.isfinite(np.asarray(metrics["q_estimate"])) == done).all()
-        realised = np.asarray(metrics["q_realised"])[done]
+        logged = np.isfinite(np.asarray(metrics["q_estimate"]))
+        assert done.sum() == 4 and (logged == np.isfinite(np.asarray(metrics["q_realised"]))).all()
+        # The first episode began in the seed phase (untrained networks): not logged.
+        assert (logged <= done).all() and logged.sum() == 2 * logged_episodes
+        realised = np.asarray(metrics["q_realised"])[logged]
         np.testing.assert_allclose(realised, (1 - cfg.discount**10) / (1 - cfg.discount), rtol=1e-5)
     # The third episode starts the second chunk, at buffer row `rows` (an episode: 11 rows),
     # and ends at its 10th step; its estimate is that of the agents at the chunk's start.
