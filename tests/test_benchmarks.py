@@ -1,5 +1,6 @@
-"""The benchmark scripts: XLA FLOPs of an agent step (`scripts/benchmark_throughput.py`) and the
-side-by-side report of `scripts/benchmark_peer.py` on fake measurements (no peer needed)."""
+"""The benchmark scripts: XLA FLOPs of an agent step (`scripts/benchmark_throughput.py`), the
+side-by-side report of `scripts/benchmark_peer.py` on fake measurements (no peer needed) and the
+trace summary of `scripts/profile_loop.py`."""
 
 import importlib.util
 import pathlib
@@ -131,6 +132,7 @@ def test_peer_without_peer_dir_is_reported_not_run(peer):
         "benchmark_peer",
         "benchmark_sweep",
         "benchmark_throughput",
+        "profile_loop",
     ],
 )
 def test_help_runs(name):
@@ -143,3 +145,28 @@ def test_help_runs(name):
     )
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout
+
+
+def test_profile_loop_sums_xla_operations_by_kind(tmp_path):
+    import gzip
+    import json
+
+    profile = _script("profile_loop")
+    meta = lambda tid, name: {"ph": "M", "name": "thread_name", "pid": 1, "tid": tid, "args": {"name": name}}  # fmt: skip
+    op = lambda tid, name, dur: {"ph": "X", "pid": 1, "tid": tid, "name": name, "ts": 0, "dur": dur}  # fmt: skip
+    events = [
+        meta(1, "tf_XLAEigen/123"), meta(2, "tf_XLAEigen/456"), meta(3, "python"),
+        meta(4, "tf_XLAPjRtCpuClient/7"),
+        op(1, "ynn_fusion.3", 10.0), op(2, "ynn_fusion.17", 5.0), op(1, "copy", 2.0),
+        op(1, "while.4", 100.0), op(2, "ThunkExecutor::Execute", 50.0),  # containers
+        op(3, "ynn_fusion.1", 1000.0), op(4, "copy.2", 1000.0),  # not XLA compute threads
+    ]  # fmt: skip
+    trace = tmp_path / "host.trace.json.gz"
+    trace.write_bytes(gzip.compress(json.dumps({"traceEvents": events}).encode()))
+    assert profile.operation_times(trace) == {"ynn_fusion": 15.0, "copy": 2.0}
+    assert profile.parse_overrides(["model.num_q=2", "loss.rho=0.5"]) == {
+        "model.num_q": 2,
+        "loss.rho": 0.5,
+    }
+    with pytest.raises(SystemExit, match="group.field=value"):
+        profile.parse_overrides(["num_q=2"])
