@@ -212,7 +212,7 @@ def write_results(args: argparse.Namespace, specs: list[str], command: str) -> N
     notes = page_notes(args)
     notes += (
         "\n\n" if notes else ""
-    ) + "Per-run `eval.csv`, `train.csv` and `config.json` are in `runs/`."
+    ) + "Per-run `eval.csv` (and `eval_policy.csv`), `train.csv` and `config.json` are in `runs/`."
     if args.sweep:
         notes += (
             " The lambdas of each prior trained as one sweep (one process, one compiled"
