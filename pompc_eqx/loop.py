@@ -301,8 +301,9 @@ def make_train_chunk(cfg: AgentConfig, schedule: Schedule, env: AbstractEnv, num
     ran) and the loop's own `LOOP_METRICS`: `episode_return` (NaN unless an episode ended),
     `plan_std` (mean sigma_0), `plan_std_at_floor` (share of action dimensions with sigma_0 at
     `min_std`), `q_estimate` and `q_realised` (NaN unless an episode begun after the seed phase
-    ended: the value estimate at its first state and action, and its discounted return), `nonfinite_action` (1 where the agent's action was not finite
-    and 0 was executed), `num_updates` and `pretrain` (1 in the pretraining burst).
+    ended: the value estimate at its first state and action, and its discounted return),
+    `nonfinite_action` (1 where the agent's action was not finite and 0 was executed),
+    `num_updates` and `pretrain` (1 in the pretraining burst).
     """
     vlearn = eqx.filter_vmap(
         lambda a, b, k, pretrain, re: learn(a, b, k, pretrain, re, cfg=cfg, schedule=schedule),

@@ -177,9 +177,10 @@ def main() -> None:
         for member, member_dir in members:
             page_run = args.out / "runs" / member
             page_run.mkdir(parents=True, exist_ok=True)
-            for file in ("eval.csv", "eval_policy.csv", "train.csv"):
-                if file != "eval_policy.csv" or (member_dir / file).exists():
-                    shutil.copy2(member_dir / file, page_run / file)
+            for file in ("eval.csv", "train.csv"):
+                shutil.copy2(member_dir / file, page_run / file)
+            if (member_dir / "eval_policy.csv").exists():  # runs with --eval-policy
+                shutil.copy2(member_dir / "eval_policy.csv", page_run / "eval_policy.csv")
             # Paths inside the page are relative to the repository, not to this machine.
             config = (member_dir / "config.json").read_text().replace(f"{ROOT}/", "")
             (page_run / "config.json").write_text(config)

@@ -1,8 +1,9 @@
 """Learning curves from run directories, and the statistics over seeds that tables and plots use.
 
 A run directory is what `scripts/train.py` writes: `config.json`, `eval.csv` (one row per
-evaluation episode; `eval_policy.csv` the same for the policy alone) and `train.csv` (one row per logging window per seed). A sweep directory
-(`sweep.json`) holds one run directory per value (`expand_sweeps`).
+evaluation episode; `eval_policy.csv` the same for the policy alone) and `train.csv` (one row
+per logging window per seed). A sweep directory (`sweep.json`) holds one run directory per
+value (`expand_sweeps`).
 """
 
 import csv
@@ -88,7 +89,8 @@ def eval_curves(run_dir: pathlib.Path) -> list[Curve]:
     """`eval_curve`, then the sampling policy's own curve where the run evaluated it alone
     (`eval_policy.csv`, `--eval-policy`), labelled "... · policy only"."""
     planner = eval_curve(run_dir)
-    rows = read_rows(run_dir / "eval_policy.csv") if (run_dir / "eval_policy.csv").exists() else []
+    policy_file = run_dir / "eval_policy.csv"
+    rows = read_rows(policy_file) if policy_file.exists() else []
     if not rows:
         return [planner]
     return [planner, _curve(rows, "return", f"{planner.label} · policy only")]
