@@ -11,8 +11,7 @@ The header holds the format version, the step, library versions, the user `metad
 one entry per array leaf: tree path (`jax.tree_util.keystr`), shape, dtype, and where its raw
 C-order little-endian bytes sit in the payload (64-byte aligned). Typed PRNG keys are stored
 as their `jax.random.key_data` plus the key implementation name. `host_state` (simulator
-bytes) follows the arrays in the payload.
-Why this format rather than `.npz`: see docs/design.md ("Checkpoints").
+bytes) follows the arrays in the payload. Why not `.npz`: see docs/design.md ("Checkpoints").
 """
 
 import dataclasses
@@ -23,7 +22,7 @@ import os
 import pathlib
 import platform
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import IO, Any
 
 import equinox as eqx
@@ -299,14 +298,14 @@ def _read_verified(path: pathlib.Path) -> tuple[dict, memoryview]:
 
 
 def _check_config(
-    path: pathlib.Path, metadata: dict, expected: Mapping[str, Any], ignore_keys: Collection[str]
+    path: pathlib.Path, metadata: dict, expected: Mapping, ignore_keys: Collection[str], fill
 ) -> None:
     if "config" not in metadata:
         raise CheckpointError(
             f"Checkpoint {path} has no 'config' in its metadata, so the current config cannot "
             "be checked against it. Load it without expected_config, or start a new run."
         )
-    diffs = config_differences(metadata["config"], expected, ignore_keys)
+    diffs = config_differences(fill(metadata["config"]), fill(expected), ignore_keys)
     if diffs:
         ignored = f" (already ignored: {', '.join(sorted(ignore_keys))})" if ignore_keys else ""
         raise CheckpointError(
@@ -357,6 +356,7 @@ def load_checkpoint(
     *,
     expected_config: Mapping[str, Any] | None = None,
     ignore_keys: Collection[str] = (),
+    fill_config: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda config: config,
 ) -> tuple[PyTree, dict[str, Any], bytes | None]:
     """Load and verify a checkpoint written by `save_checkpoint`.
 
@@ -371,7 +371,8 @@ def load_checkpoint(
     - `like`: a skeleton with the structure to restore: arrays or `jax.ShapeDtypeStruct`s
         (e.g. from `eqx.filter_eval_shape`) where arrays go. Non-array leaves are taken
         from it as they are.
-    - `expected_config`: if given, compared with `metadata["config"]`.
+    - `expected_config`: if given, compared with `metadata["config"]`, both passed through
+        `fill_config` first (e.g. to give settings added since the checkpoint their defaults).
     - `ignore_keys`: dotted config keys a resumed run may change (e.g. `total_steps`).
 
     **Returns:** `(tree, metadata, host_state)`. Arrays are on the default device (the
@@ -381,7 +382,7 @@ def load_checkpoint(
     header, payload = _read_verified(path)
     metadata = header["metadata"]
     if expected_config is not None:
-        _check_config(path, metadata, expected_config, ignore_keys)
+        _check_config(path, metadata, expected_config, ignore_keys, fill_config)
     like_leaves, (pairs, treedef) = _array_leaves(like)
     saved = [_LeafSpec(e["path"], tuple(e["shape"]), e["dtype"]) for e in header["leaves"]]
     mismatch = _structure_mismatch(saved, [_spec(p, leaf) for p, leaf in like_leaves])

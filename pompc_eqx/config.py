@@ -62,6 +62,8 @@ class ModelConfig:
     """The world model's value function: TD-MPC2's Q(z, a) ensemble (`q`), or BMPC's
     state-value V(z) ensemble (`v`, its repository's default) with a one-step model-based
     target; `num_q` heads either way."""
+    termination_head: bool = True
+    """With `--episodic`, learn TD-MPC2's termination head (off: imagined rollouts never end)."""
 
     def resolve(self, size: ModelSize) -> "ModelConfig":
         """This config with every `None` filled from the size table."""
@@ -288,9 +290,9 @@ class TrainConfig:
 
 
 def config_from_dict(data: dict) -> TrainConfig:
-    """Rebuild a `TrainConfig` from its `dataclasses.asdict` form (e.g. a run's config.json)."""
+    """A `TrainConfig` from its `asdict` form (a run's config.json); missing settings: defaults."""
     kwargs = {}
-    for field in dataclasses.fields(TrainConfig):
+    for field in (f for f in dataclasses.fields(TrainConfig) if f.name in data):
         value = data[field.name]
         if dataclasses.is_dataclass(field.type):
             # JSON turns tuples into lists; configs must stay hashable (static jit arguments).
@@ -386,11 +388,9 @@ def validate(cfg: TrainConfig, spec: "EnvSpec") -> None:
         )
     if cfg.steps < seed_steps:
         raise ConfigError(f"--steps ({cfg.steps}) must be at least --seed-steps ({seed_steps})")
-    for name in ("eval_every", "chunk_steps", "eval_episodes"):
-        if getattr(cfg, name) < 1:
+    for name in ("eval_every", "chunk_steps", "eval_episodes", "checkpoint_every"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:  # None: the default
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
-    if cfg.checkpoint_every is not None and cfg.checkpoint_every < 1:
-        raise ConfigError("--checkpoint-every must be >= 1")
     if cfg.buffer.reanalyze_batch > cfg.buffer.batch_size:
         raise ConfigError("--buffer.reanalyze-batch must not exceed --buffer.batch-size")
     model = cfg.model.resolve(cfg.model_size)

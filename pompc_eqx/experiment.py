@@ -10,7 +10,8 @@ import json
 import pathlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -28,6 +29,7 @@ from .config import (  # ConfigError, validate and config_dict are re-exported f
     TrainConfig,
     config_dict as config_dict,
     config_differences,
+    config_from_dict,
     validate as validate,
 )
 from .console import ConsoleLogger, final_report
@@ -239,13 +241,23 @@ def _usable_devices(num_seeds: int) -> list:
     return devices[:count]
 
 
+def with_defaults(saved_config: Mapping[str, Any]) -> dict:
+    """A saved config with every setting added since it was written at its default (an added
+    setting's default keeps the earlier behaviour), so that older runs still resume."""
+    return config_dict(config_from_dict(dict(saved_config)))
+
+
 def _restore(trainer: Trainer, run_dir: pathlib.Path, saved: dict | None) -> tuple[LoopState, int]:
     """The initial state, or the latest checkpoint's state of a resumed run, and its step."""
     state = trainer.init_state()
     if saved is None:
         return state, 0
     state, meta, host_blob = load_checkpoint(
-        run_dir / "checkpoints", state, expected_config=saved["config"], ignore_keys=RESUMABLE
+        run_dir / "checkpoints",
+        state,
+        expected_config=saved["config"],
+        ignore_keys=RESUMABLE,
+        fill_config=with_defaults,
     )
     trainer.env.load_host_state(host_blob)
     return trainer.shard(state), int(meta["step"])
@@ -325,7 +337,7 @@ def run(
             ]
         for member_cfg, member_dir, member_saved in members:
             diffs = member_saved and config_differences(
-                member_saved["config"], config_dict(member_cfg), RESUMABLE
+                with_defaults(member_saved["config"]), config_dict(member_cfg), RESUMABLE
             )
             if diffs:
                 raise CheckpointError(

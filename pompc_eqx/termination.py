@@ -2,8 +2,9 @@
 
 With `--episodic` the world model learns p(terminated | z') by binary cross-entropy on the
 stored terminations (coefficient 1, TD-MPC2); the planner (and so lazy reanalyze) stops adding
-rewards and the bootstrap value once the predicted probability passes 0.5. Non-episodic tasks
-use `NeverTerminates`, which has no parameters and changes nothing.
+rewards and the bootstrap value once the predicted probability passes 0.5. Non-episodic tasks,
+and `--episodic --model.no-termination-head` (stored terminations cut only the TD targets), use
+`NeverTerminates`, which has no parameters and changes nothing.
 """
 
 import abc
@@ -58,7 +59,7 @@ class TerminationHead(AbstractTermination):
 
 
 def make_termination(cfg: AgentConfig, *, key: Key[Array, ""]) -> AbstractTermination:
-    if not cfg.episodic:
+    if not (cfg.episodic and cfg.model.termination_head):
         return NeverTerminates()
     m = cfg.model
     return TerminationHead(MLP(m.latent_dim, (m.mlp_dim, m.mlp_dim), 1, key=key))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers import start_loop, tiny_agent_config
 
+from pompc_eqx.config import ModelConfig
 from pompc_eqx.envs.registry import make_env
 from pompc_eqx.loop import make_evaluate, make_train_chunk, seed_keys
 from pompc_eqx.planner import trajectory_values
@@ -16,10 +17,10 @@ from pompc_eqx.termination import NeverTerminates, TerminationHead
 from pompc_eqx.world_model import make_networks
 
 
-def agent_config(episodic, task="jax/probe-trap", preset="tdmpc2"):
+def agent_config(episodic, task="jax/probe-trap", preset="tdmpc2", **overrides):
     return tiny_agent_config(
         preset, task, num_samples=64, num_elites=8, num_pi_trajs=8, iterations=3,
-        batch_size=64, episodic=episodic,
+        batch_size=64, episodic=episodic, **overrides,
     )  # fmt: skip
 
 
@@ -29,6 +30,10 @@ def test_termination_module_follows_episodic():
     )
     nets = make_networks(agent_config(True), key=jr.key(0))
     assert isinstance(nets.termination, TerminationHead)
+    # --episodic --model.no-termination-head: stored terminations cut only the TD targets
+    headless = agent_config(True, model=ModelConfig(termination_head=False))
+    assert headless.episodic
+    assert isinstance(make_networks(headless, key=jr.key(0)).termination, NeverTerminates)
     # the head's key is folded in separately: every other network is the same as without it
     other = make_networks(agent_config(False), key=jr.key(0))
     np.testing.assert_array_equal(nets.encoder.out.linear.weight, other.encoder.out.linear.weight)

@@ -192,12 +192,28 @@ def test_resume_is_bit_identical(tmp_path):
     assert len(dropped) == 1, "rows past the checkpoint must be kept aside, not lost"
 
 
+def _without_termination_head(cfg) -> dict:
+    """`config_dict` as it was before `model.termination_head` existed."""
+    data = config_dict(cfg)
+    del data["model"]["termination_head"]
+    return data
+
+
 @pytest.mark.slow
-def test_resume_errors(tmp_path):
+def test_resume_errors(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="config.json"):
         run(small(resume=tmp_path))
     cfg = small(run_dir=tmp_path / "r", steps=CHUNK, eval_every=CHUNK)
-    run(cfg)
+    # Written as by an older version (config.json and checkpoint without a setting added
+    # since): it resumes, the new setting taking its default.
+    with monkeypatch.context() as m:
+        m.setattr("pompc_eqx.driver.config_dict", _without_termination_head)
+        m.setattr("pompc_eqx.outputs.config_dict", _without_termination_head)
+        run(cfg)
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert "termination_head" not in saved["model"]
+    run(dataclasses.replace(cfg, run_dir=None, resume=tmp_path / "r", steps=2 * CHUNK))
+    assert [r["agent_step"] for r in _eval_rows(tmp_path / "r")][-1] == str(2 * CHUNK)
     with pytest.raises(ConfigError, match="already holds a run"):
         run(cfg)
     with pytest.raises(CheckpointError, match="lam"):
@@ -333,6 +349,12 @@ def test_config_survives_its_json_round_trip(preset):
     back = config_from_dict(json.loads(json.dumps(config_dict(cfg))))
     assert back == cfg
     assert hash(back.planner) == hash(cfg.planner)
+    # Settings missing from an older config.json take their defaults.
+    older = config_dict(cfg)
+    del older["model"]["termination_head"], older["eval_policy"]
+    assert config_from_dict(older) == dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, termination_head=True), eval_policy=False
+    )
 
 
 def test_cli_help_documents_options(tmp_path):
