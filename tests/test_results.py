@@ -111,6 +111,17 @@ def test_train_metric_table_averages_windows_and_seeds(tmp_path):
             "pompc λ=1 learned/reverse (reanalyze log-std: [-2.5, 1])",
         ),
         ({"preset": "tdmpc2", "lam": 0.0, "planner": {"reanalyze_log_std": None}}, "tdmpc2 λ=0"),
+        ({"preset": "tdmpc2", "lam": 0.0, "episodic": True}, "tdmpc2 λ=0 episodic"),
+        (
+            {
+                "preset": "tdmpc2",
+                "lam": 0.0,
+                "episodic": True,
+                "model": {"termination_head": False},
+            },
+            "tdmpc2 λ=0 episodic (no termination head)",
+        ),
+        ({"preset": "tdmpc2", "lam": 0.0, "model": {"termination_head": False}}, "tdmpc2 λ=0"),
     ],
 )
 def test_variant_label(config, label):

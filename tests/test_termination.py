@@ -1,6 +1,11 @@
 """Episodic tasks: the termination head (TD-MPC2's episodic mode) ends imagined rollouts, and
 an agent with it learns to avoid an early-termination trap (`jax/probe-trap`)."""
 
+import dataclasses
+import pathlib
+import subprocess
+import sys
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -11,8 +16,10 @@ from helpers import start_loop, tiny_agent_config
 
 from pompc_eqx.config import ModelConfig
 from pompc_eqx.envs.registry import make_env
+from pompc_eqx.experiment import run
 from pompc_eqx.loop import make_evaluate, make_train_chunk, seed_keys
 from pompc_eqx.planner import trajectory_values
+from pompc_eqx.presets import PRESETS
 from pompc_eqx.termination import NeverTerminates, TerminationHead
 from pompc_eqx.world_model import make_networks
 
@@ -97,3 +104,31 @@ def test_agent_with_a_termination_head_avoids_the_trap():
     print("p(end) after the trap action", p_trap, "after a safe action", p_safe)
     # the head tells the trap from a safe action (its data: the seed phase's random trap hits)
     assert np.all(p_trap > 0.4) and np.all(p_safe < 0.1) and np.all(p_trap > 5 * p_safe)
+
+
+@pytest.mark.slow
+def test_termination_rates_script_reports_every_seed(tmp_path):
+    base = PRESETS["tdmpc2"][1]
+    cfg = dataclasses.replace(
+        base, task="jax/probe-trap", model_size="tiny", episodic=True, num_seeds=2, steps=48,
+        seed_steps=16, eval_every=48, eval_episodes=1, chunk_steps=16, aim=False,
+        progress=False, run_dir=tmp_path / "run",
+        planner=dataclasses.replace(
+            base.planner, num_samples=32, num_elites=4, num_pi_trajs=4, horizon=1
+        ),
+        buffer=dataclasses.replace(base.buffer, batch_size=16, reanalyze_batch=4),
+    )  # fmt: skip
+    run(cfg)
+    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "termination_rates.py"
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run"), "--skip", "0", "--samples", "2"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    lines = [line for line in out.stdout.splitlines() if line.startswith("seed ")]
+    assert [line.split(":")[0] for line in lines] == ["seed 0", "seed 1"]
+    # Random actions fall into probe-trap's trap within a few steps (so horizon 1, for whole
+    # windows inside episodes): terminations are stored and counted.
+    for line in lines:
+        terminated = float(line.split("terminated ")[1].split(";")[0])
+        assert 0 < terminated <= 1
+        assert "imagined rollouts ended by step 1..1" in line

@@ -51,6 +51,9 @@ def variant_label(config: dict) -> str:
                 label += " (reanalyze log-std: own)"
             elif tuple(bounds) != PlannerConfig().reanalyze_log_std:
                 label += f" (reanalyze log-std: [{bounds[0]:g}, {bounds[1]:g}])"
+    if config.get("episodic"):
+        head = config.get("model", {}).get("termination_head", True)
+        label += " episodic" + ("" if head else " (no termination head)")
     return label
 
 
