@@ -159,7 +159,7 @@ def test_eval_table_has_the_seed_mean_at_every_evaluation(tmp_path):
 
 
 def _git(repo, *args):
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, timeout=60)
 
 
 def test_commit_stamp_ignores_the_page_being_written_but_not_other_changes(tmp_path):

@@ -122,7 +122,7 @@ def test_termination_rates_script_reports_every_seed(tmp_path):
     script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "termination_rates.py"
     out = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "run"), "--skip", "0", "--samples", "2"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, timeout=600,
     )  # fmt: skip
     lines = [line for line in out.stdout.splitlines() if line.startswith("seed ")]
     assert [line.split(":")[0] for line in lines] == ["seed 0", "seed 1"]

@@ -80,7 +80,9 @@ def _decode_mp4(path: pathlib.Path) -> np.ndarray:
     import imageio_ffmpeg
 
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-i", str(path), "-f", "rawvideo"]
-    out = subprocess.run([*command, "-pix_fmt", "rgb24", "-"], capture_output=True, check=True)
+    out = subprocess.run(
+        [*command, "-pix_fmt", "rgb24", "-"], capture_output=True, check=True, timeout=120
+    )
     return np.frombuffer(out.stdout, np.uint8).reshape(-1, *SIZE, 3)
 
 
