@@ -160,10 +160,12 @@ class ChunkPlan:
     every key lives in the state), so the length is picked for responsiveness only: interrupts
     and the progress display wait for a running call. One length serves the whole run, the
     largest divisor of the window up to `first_steps`: longer calls save little time (per-call
-    overhead is negligible; see docs/design.md) but cost a second compile. Only when its calls
-    take over twice `target_seconds` (a large model on a slow machine) is a shorter length
-    compiled. Calls are aligned to multiples of their length, so window boundaries (logging,
-    evaluation, checkpoints) always fall between calls.
+    overhead is negligible; see docs/design.md) but cost a second compile. Only when two calls in
+    a row take over twice `target_seconds` (a large model on a slow machine) is a shorter length
+    compiled: one slow call can be a process that was suspended (Ctrl-Z, a laptop's sleep) or
+    briefly starved, and must not shrink the rest of the run. Calls are aligned to multiples of
+    their length, so window boundaries (logging, evaluation, checkpoints) always fall between
+    calls.
     """
 
     def __init__(self, window: int, first_steps: int, target_seconds: float):
@@ -176,6 +178,7 @@ class ChunkPlan:
         self.length = _largest_divisor(window, first_steps)
         self._target = target_seconds
         self._called: set[int] = set()
+        self._slow_per_step: float | None = None  # the previous call's, if it was too slow
 
     def next_length(self, step: int) -> int:
         """The length of the next call from `step`. A step off the grid (after a resume whose
@@ -190,5 +193,13 @@ class ChunkPlan:
         if num_steps not in self._called:
             self._called.add(num_steps)
             return
-        if seconds > 2 * self._target and num_steps > 1:
-            self.length = _largest_divisor(self.length, self._target * num_steps / seconds)
+        if seconds <= 2 * self._target or num_steps == 1:
+            self._slow_per_step = None
+            return
+        per_step = seconds / num_steps
+        if self._slow_per_step is None:
+            self._slow_per_step = per_step  # wait for a second slow call in a row
+            return
+        per_step = min(per_step, self._slow_per_step)
+        self._slow_per_step = None
+        self.length = _largest_divisor(self.length, self._target / per_step)

@@ -332,11 +332,19 @@ def test_call_length_is_one_divisor_of_the_window_until_calls_take_too_long():
     assert slow.next_length(0) == 8, "a divisor of the window"
     slow.measured(8, 100.0)  # the first call of a length pays for loading: not used
     assert slow.length == 8
-    slow.measured(8, 40.0)  # 5 s per step: calls of 2 steps fit the target
+    slow.measured(8, 40.0)  # one slow call may be a suspended process: wait for another
+    assert slow.length == 8
+    slow.measured(8, 48.0)  # the faster of the two, 5 s per step: calls of 2 steps fit
     assert slow.length == 2 and slow.next_length(8) == 2
+    slow.measured(2, 30.0)
     slow.measured(2, 30.0)
     slow.measured(2, 30.0)  # even one step is over the target: one step per call
     assert slow.length == 1
     slow.measured(1, 1000.0)
     slow.measured(1, 1000.0)
     assert slow.length == 1
+
+    paused = ChunkPlan(window=1000, first_steps=8, target_seconds=10.0)
+    for seconds in (1.0, 1.0, 1200.0, 1.0, 1.0, 1200.0):  # Ctrl-Z / sleep between fast calls
+        paused.measured(8, seconds)
+    assert paused.length == 8, "isolated slow calls (a suspended process) keep the length"
