@@ -193,9 +193,19 @@ def policy_kl(
     draw: PolicyDraw, prior: AbstractActionDist, reduction: Literal["sum", "mean"]
 ) -> tuple[Float[Array, "t b"], Metrics]:
     """KL term of Eq. 18: KL(pi_s || pi_p) per latent (no gradient reaches the prior), and
-    Fig. 7's diagnostic: the KL's mean and std (before scaling), with the prior's mean std."""
-    kl = kl2(draw.dist, jax.lax.stop_gradient(prior), reduction, draw.kl_key)
-    return kl, {"kl_mean": jnp.mean(kl), "kl_std": jnp.std(kl), "prior_std": jnp.mean(prior.scale)}
+    Fig. 7's diagnostic: the KL's mean and std (before scaling), with the prior's mean std and
+    the root-mean-square gap between the two mean actions (per action dim). The KL of two
+    Gaussians of std sigma whose means are d apart is d^2 / (2 sigma^2) per dim, so the gap
+    tells a KL that grows because the means part from one that grows because both narrow."""
+    prior = jax.lax.stop_gradient(prior)
+    kl = kl2(draw.dist, prior, reduction, draw.kl_key)
+    gap = vmap2(lambda d: d.mean_action())(draw.dist) - vmap2(lambda d: d.mean_action())(prior)
+    return kl, {
+        "kl_mean": jnp.mean(kl),
+        "kl_std": jnp.std(kl),
+        "prior_std": jnp.mean(prior.scale),
+        "prior_mean_gap": jnp.sqrt(jnp.mean(gap**2)),
+    }
 
 
 def weighted_over_time(per_step: Float[Array, "t b"], rho: float) -> Float[Array, ""]:

@@ -55,19 +55,21 @@ def _read_csv(path: pathlib.Path, columns: tuple[str, ...]) -> list[dict[str, st
     if not rows:
         return []
     header, body = tuple(rows[0]), rows[1:]
-    if header != columns:
+    # A table begun by an earlier version lacks the columns added since: they stay empty in its
+    # rows (columns are only ever added, never renamed or dropped).
+    if not set(header) <= set(columns) or len(set(header)) != len(header):
         raise CsvLogError(
             f"{path} has columns {list(header)}, but this code writes {list(columns)}. It was "
             "written by another version of the code or another kind of run: resume with that "
             "version, or move the file away to start a new table."
         )
     for number, row in enumerate(body, start=2):
-        if len(row) != len(columns):
+        if len(row) != len(header):
             raise CsvLogError(
-                f"{path}, line {number}: {len(row)} cells, expected {len(columns)}. The file "
+                f"{path}, line {number}: {len(row)} cells, expected {len(header)}. The file "
                 "was edited or damaged by hand; fix or remove that line."
             )
-    return [dict(zip(columns, row)) for row in body]
+    return [{c: "" for c in columns} | dict(zip(header, row)) for row in body]
 
 
 def _dropped_path(path: pathlib.Path) -> pathlib.Path:
@@ -95,7 +97,9 @@ class CsvLog:
         """**Arguments:**
 
         - `path`: the CSV file. If it exists (a resumed run), its rows are loaded and its
-            header must equal `columns`; otherwise it is created with just the header.
+            header must be among `columns` (the others are left empty in those rows and the
+            file gets the full header on the next append); otherwise it is created with just
+            the header.
         - `columns`: the column names, in order.
         """
         self.path = pathlib.Path(path)

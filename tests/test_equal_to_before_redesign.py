@@ -25,7 +25,14 @@ VARIANTS = {
 
 
 # Diagnostics logged since (they add train.csv columns; none was renamed or dropped).
-ADDED = {"pi_std", "prior_std", "plan_std_at_floor", "q_estimate", "q_realised"}
+ADDED = {
+    "pi_std",
+    "prior_std",
+    "prior_mean_gap",
+    "plan_std_at_floor",
+    "q_estimate",
+    "q_realised",
+}
 
 
 @pytest.fixture(scope="module")

@@ -75,6 +75,19 @@ def test_csv_header_mismatch(tmp_path):
         CsvLog(path, ("agent_step", "seed", "return"))
 
 
+def test_csv_written_before_a_column_was_added_resumes(tmp_path):
+    """A run begun by an earlier version (fewer columns) resumes: the added columns stay empty
+    in its rows; a column the code no longer writes is still an error."""
+    path = tmp_path / "train.csv"
+    CsvLog(path, ("agent_step", "seed", "loss")).append([{"agent_step": 1, "seed": 0, "loss": 2.5}])
+    log = CsvLog(path, ("agent_step", "gap", "seed", "loss"))
+    assert log.rows == [{"agent_step": "1", "gap": "", "seed": "0", "loss": "2.5"}]
+    log.append([{"agent_step": 2, "gap": 0.5, "seed": 0, "loss": 1.5}])
+    assert path.read_text().splitlines() == ["agent_step,gap,seed,loss", "1,,0,2.5", "2,0.5,0,1.5"]
+    with pytest.raises(CsvLogError, match="has columns"):
+        CsvLog(path, ("agent_step", "seed", "loss"))
+
+
 def test_csv_drop_after_moves_rows_aside(tmp_path):
     path = tmp_path / "eval.csv"
     log = CsvLog(path, COLUMNS)

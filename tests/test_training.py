@@ -252,9 +252,9 @@ def test_metrics_skipped_in_pretraining_are_named_by_the_agent(preset):
     policy = {"pi_loss", "pi_grad_norm", "pi_entropy", "pi_scaled_entropy", "pi_std"}
     expected = {
         "tdmpc2": set(),
-        "bmpc": policy | {"kl_mean", "kl_std", "prior_std"},
+        "bmpc": policy | {"kl_mean", "kl_std", "prior_std", "prior_mean_gap"},
         "pompc": policy
-        | {"pi_q", "kl_mean", "kl_std", "prior_std"}
+        | {"pi_q", "kl_mean", "kl_std", "prior_std", "prior_mean_gap"}
         | {"prior_loss", "prior_kl", "prior_grad_norm"},
     }[preset]
     assert skipped == expected

@@ -11,7 +11,11 @@ from pompc_eqx.analysis.diagnose import Evaluation, Flag, failed_fractions
 TRAIN_PANELS = (
     ("planner σ₀ (mean std of the first action)", ("plan_std",), False),
     ("share of action dims at the planner's std floor", ("plan_std_at_floor",), False),
-    ("policy (solid) and prior (dashed) std", ("pi_std", "prior_std"), False),
+    (
+        "policy (solid) and prior (dashed) std, RMS gap of their means (dotted)",
+        ("pi_std", "prior_std", "prior_mean_gap"),
+        False,
+    ),
     (
         "KL terms: kl_mean, kl_std (dashed), prior_kl (dotted)",
         ("kl_mean", "kl_std", "prior_kl"),
