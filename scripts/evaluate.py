@@ -3,6 +3,7 @@
     python scripts/evaluate.py RUN_DIR                         # --episodes per seed, planner in eval mode
     python scripts/evaluate.py SWEEP_DIR                       # every run of a lambda sweep
     python scripts/evaluate.py RUN_DIR --episodes 20 --checkpoint RUN_DIR/checkpoints/step_000000050000.ckpt
+    python scripts/evaluate.py RUN_DIR --episodes 50 --returns-csv returns.csv   # every episode's return
     MUJOCO_GL=egl python scripts/evaluate.py RUN_DIR --video cartpole.mp4 --video-seed 0
 
 Videos need a host-simulator task (dmc/ or hb/) and an OpenGL backend: on a machine without a
@@ -12,6 +13,7 @@ encoder, renderer) is reported in one line before the evaluation starts.
 """
 
 import argparse
+import csv
 import dataclasses
 import json
 import os
@@ -35,6 +37,7 @@ from pompc_eqx.analysis.video import render_problem, video_problem, write_video 
 from pompc_eqx.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint  # noqa: E402
 from pompc_eqx.config import config_from_dict  # noqa: E402
 from pompc_eqx.experiment import RESUMABLE, Trainer  # noqa: E402
+from pompc_eqx.files import atomic_write  # noqa: E402
 from pompc_eqx.planner import shift_warm_start  # noqa: E402
 from pompc_eqx.sweep import SWEEP_FILE, Sweep  # noqa: E402
 
@@ -94,6 +97,12 @@ def main() -> int:
         "--size", type=int, nargs=2, default=(240, 320), metavar=("HEIGHT", "WIDTH")
     )
     parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument(
+        "--returns-csv",
+        type=pathlib.Path,
+        default=None,
+        help="also write every episode's return to this CSV (columns seed, episode, return)",
+    )
     args = parser.parse_args()
     manifest = args.run_dir / SWEEP_FILE
     if not manifest.exists():
@@ -148,6 +157,13 @@ def main() -> int:
     for i, label in enumerate(trainer.labels):
         print(f"  seed {label}: {returns[i].mean():.1f} ± {returns[i].std():.1f}")
     print(f"  mean over {'runs' if sweep else 'seeds'}: {returns.mean(axis=1).mean():.1f}")
+    if args.returns_csv is not None:
+        with atomic_write(args.returns_csv, "w") as f:
+            writer = csv.writer(f)
+            writer.writerow(["seed", "episode", "return"])
+            for i, label in enumerate(trainer.labels):
+                writer.writerows([label, j, float(r)] for j, r in enumerate(returns[i]))
+        print(f"wrote {args.returns_csv}: {returns.size} episodes")
     if args.video is not None:
         total, num_frames = record(
             trainer, state.seeds.agent, args.video_seed, args.video, tuple(args.size), args.fps

@@ -451,12 +451,21 @@ def _evaluate_script(*args, cwd):
 @pytest.mark.slow
 def test_evaluate_script_reproduces_the_runs_final_evaluation(tmp_path):
     run_dir = run(small(num_seeds=2, eval_episodes=2, run_dir=tmp_path / "run"))
-    out = _evaluate_script(str(run_dir), "--episodes", "2", cwd=tmp_path)
+    out = _evaluate_script(
+        str(run_dir), "--episodes", "2", "--returns-csv", "returns.csv", cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     final = [r for r in _eval_rows(run_dir) if r["agent_step"] == str(2 * CHUNK)]
+    with open(tmp_path / "returns.csv", newline="") as f:
+        episodes = list(csv.DictReader(f))
+    assert [(r["seed"], r["episode"]) for r in episodes] == [
+        (s, e) for s in ("0", "1") for e in ("0", "1")
+    ]
     for seed in (0, 1):
         mean = np.mean([float(r["return"]) for r in final if r["seed"] == str(seed)])
         assert f"seed {seed}: {mean:.1f}" in out.stdout, (mean, out.stdout)
+        written = [float(r["return"]) for r in episodes if r["seed"] == str(seed)]
+        assert np.mean(written) == pytest.approx(mean, abs=0.05)
     missing = _evaluate_script(str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2 and "config.json" in missing.stderr
 
