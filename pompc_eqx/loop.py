@@ -334,21 +334,21 @@ class EpisodeCarry(eqx.Module):
     key: Key[Array, " seed"]
 
 
-def _eval_action(agent: AgentState, obs, warm, key, cfg: AgentConfig, policy_only: bool):
-    """Planner in eval mode (no sigma_0 noise), or the sampling policy's mean action alone."""
+def _eval_action(agent: AgentState, obs, warm, key, cfg: AgentConfig, policy_only, noisy):
+    """Planner in eval mode (no sigma_0 noise unless `noisy`), or the policy's mean action."""
     if policy_only:
         return policy_action(agent, obs), warm
-    p = act(agent, obs, warm, cfg=cfg, eval_mode=True, key=key)
+    p = act(agent, obs, warm, cfg=cfg, eval_mode=not noisy, key=key)
     return p.action, shift_warm_start(p.mean)
 
 
 def _eval_step(
-    carry: EpisodeCarry, agents: AgentState, env: AbstractEnv, cfg: AgentConfig, policy_only: bool
+    carry: EpisodeCarry, agents: AgentState, env: AbstractEnv, cfg: AgentConfig, *modes: bool
 ) -> EpisodeCarry:
     """One evaluation step of every seed; finished seeds add no reward."""
     split = jax.vmap(lambda kk: jr.split(kk, 2))(carry.key)
     key, step_keys = split[:, 0], split[:, 1]
-    action, warm = eqx.filter_vmap(lambda *xs: _eval_action(*xs, cfg, policy_only))(
+    action, warm = eqx.filter_vmap(lambda *xs: _eval_action(*xs, cfg, *modes))(
         agents, carry.obs, carry.warm_start, step_keys
     )
     env_state, ts = env.step(carry.env_state, action)
@@ -359,11 +359,11 @@ def _eval_step(
 
 
 def make_evaluate(
-    cfg: AgentConfig, env: AbstractEnv, num_episodes: int, *, policy_only: bool = False
+    cfg: AgentConfig, env: AbstractEnv, num_episodes: int, *, policy_only=False, noisy=False
 ):
     """A pure function `(agents, keys) -> returns (seed, episode)` of full episodes on `env`
-    (separate from the training env): the planner in eval mode (no sigma_0 noise), or with
-    `policy_only` the sampling policy's mean action (BMPC's `eval_pi`)."""
+    (not the training env): the planner in eval mode (no sigma_0 noise; with `noisy` as in
+    training), or with `policy_only` the sampling policy's mean action (BMPC's `eval_pi`)."""
     horizon, action_dim = cfg.planner.horizon, cfg.action_dim
     max_len = env.spec.episode_length
 
@@ -376,7 +376,7 @@ def make_evaluate(
             jnp.zeros((num,), bool), jnp.zeros((), jnp.int32), plan_keys,
         )  # fmt: skip
         running = lambda c: (c.t < max_len) & ~jnp.all(c.finished)
-        step = lambda c: _eval_step(c, agents, env, cfg, policy_only)
+        step = lambda c: _eval_step(c, agents, env, cfg, policy_only, noisy)
         return jax.lax.while_loop(running, step, init).episode_return
 
     def evaluate(agents: AgentState, keys: Key[Array, " seed"]) -> Float[Array, "seed episode"]:

@@ -4,6 +4,7 @@
     python scripts/evaluate.py SWEEP_DIR                       # every run of a lambda sweep
     python scripts/evaluate.py RUN_DIR --episodes 20 --checkpoint RUN_DIR/checkpoints/step_000000050000.ckpt
     python scripts/evaluate.py RUN_DIR --episodes 50 --returns-csv returns.csv   # every episode's return
+    python scripts/evaluate.py RUN_DIR --noisy   # the planner's action with its sigma_0 noise, as in training
     MUJOCO_GL=egl python scripts/evaluate.py RUN_DIR --video cartpole.mp4 --video-seed 0
 
 Videos need a host-simulator task (dmc/ or hb/) and an OpenGL backend: on a machine without a
@@ -38,6 +39,7 @@ from pompc_eqx.checkpoint import CheckpointError, latest_checkpoint, load_checkp
 from pompc_eqx.config import config_from_dict  # noqa: E402
 from pompc_eqx.experiment import RESUMABLE, Trainer  # noqa: E402
 from pompc_eqx.files import atomic_write  # noqa: E402
+from pompc_eqx.loop import make_evaluate  # noqa: E402
 from pompc_eqx.planner import shift_warm_start  # noqa: E402
 from pompc_eqx.sweep import SWEEP_FILE, Sweep  # noqa: E402
 
@@ -98,6 +100,12 @@ def main() -> int:
     )
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument(
+        "--noisy",
+        action="store_true",
+        help="execute the planner's action with its sigma_0 noise, as in training (default: "
+        "eval mode, without it; the same start states either way)",
+    )
+    parser.add_argument(
         "--returns-csv",
         type=pathlib.Path,
         default=None,
@@ -150,9 +158,15 @@ def main() -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     state = trainer.shard(state)
-    returns = trainer.evaluate(state)
+    noisy = None
+    if args.noisy:
+        noisy = eqx.filter_jit(
+            make_evaluate(trainer.agent_cfg, trainer.eval_env, args.episodes, noisy=True)
+        )
+    returns = trainer.evaluate(state, noisy)
+    mode = "with sigma_0 noise" if args.noisy else "eval mode"
     print(
-        f"{cfg.task} {cfg.preset} at agent step {meta['step']} ({path.name}), {args.episodes} episodes per seed:"
+        f"{cfg.task} {cfg.preset} at agent step {meta['step']} ({path.name}), {args.episodes} episodes per seed ({mode}):"
     )
     for i, label in enumerate(trainer.labels):
         print(f"  seed {label}: {returns[i].mean():.1f} ± {returns[i].std():.1f}")

@@ -62,6 +62,21 @@ def test_policy_only_evaluation_plays_the_policy_mean():
 
 
 @pytest.mark.slow
+def test_noisy_evaluation_adds_the_planner_noise_on_the_same_start_states():
+    """`noisy=True` (evaluate.py --noisy) executes the planner's action with its sigma_0 noise;
+    with the same keys eval mode is reproducible and differs from it."""
+    cfg, agents = probe_setup("jax/probe-target")
+    env = make_env("jax/probe-target", 2)
+    keys = seed_keys(7, 2)
+    eval_mode = eqx.filter_jit(make_evaluate(cfg, env, 2))
+    noisy = eqx.filter_jit(make_evaluate(cfg, env, 2, noisy=True))(agents, keys)
+    first, again = eval_mode(agents, keys), eval_mode(agents, keys)
+    np.testing.assert_array_equal(first, again)
+    assert noisy.shape == first.shape == (2, 2)
+    assert np.abs(np.asarray(noisy) - np.asarray(first)).min() > 1e-4
+
+
+@pytest.mark.slow
 def test_run_evaluates_at_step_0_and_the_policy_alone_into_its_own_file(tmp_path):
     cfg = small(num_seeds=2, eval_episodes=2, eval_at_start=True, eval_policy=True)
     run_dir = run(dataclasses.replace(cfg, run_dir=tmp_path / "run"))

@@ -102,7 +102,8 @@ def write_page(
     if wall_times:
         lines += [
             "",
-            "Wall time per run (one process each, on a 2-core CPU):",
+            "Wall time of the invocation that last trained each run (one process each, on a"
+            " 2-core CPU; a run resumed across invocations took longer in all):",
             "",
             "| run | wall time |",
             "|---|---|",
