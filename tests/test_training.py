@@ -466,6 +466,9 @@ def test_evaluate_script_reproduces_the_runs_final_evaluation(tmp_path):
         assert f"seed {seed}: {mean:.1f}" in out.stdout, (mean, out.stdout)
         written = [float(r["return"]) for r in episodes if r["seed"] == str(seed)]
         assert np.mean(written) == pytest.approx(mean, abs=0.05)
+    noisy = _evaluate_script(str(run_dir), "--episodes", "2", "--noisy", cwd=tmp_path)
+    assert noisy.returncode == 0, noisy.stderr[-3000:]
+    assert "(with sigma_0 noise)" in noisy.stdout and "seed 1: " in noisy.stdout
     missing = _evaluate_script(str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2 and "config.json" in missing.stderr
 
