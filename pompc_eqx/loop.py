@@ -334,7 +334,7 @@ class EpisodeCarry(eqx.Module):
     key: Key[Array, " seed"]
 
 
-def _eval_action(agent: AgentState, obs, warm, key, cfg: AgentConfig, policy_only, noisy):
+def _eval_action(agent: AgentState, obs, warm, key, cfg: AgentConfig, policy_only: bool, noisy):
     """Planner in eval mode (no sigma_0 noise unless `noisy`), or the policy's mean action."""
     if policy_only:
         return policy_action(agent, obs), warm
@@ -343,12 +343,12 @@ def _eval_action(agent: AgentState, obs, warm, key, cfg: AgentConfig, policy_onl
 
 
 def _eval_step(
-    carry: EpisodeCarry, agents: AgentState, env: AbstractEnv, cfg: AgentConfig, *modes: bool
+    carry: EpisodeCarry, agents: AgentState, env: AbstractEnv, cfg: AgentConfig, policy_only, noisy
 ) -> EpisodeCarry:
     """One evaluation step of every seed; finished seeds add no reward."""
     split = jax.vmap(lambda kk: jr.split(kk, 2))(carry.key)
     key, step_keys = split[:, 0], split[:, 1]
-    action, warm = eqx.filter_vmap(lambda *xs: _eval_action(*xs, cfg, *modes))(
+    action, warm = eqx.filter_vmap(lambda *xs: _eval_action(*xs, cfg, policy_only, noisy))(
         agents, carry.obs, carry.warm_start, step_keys
     )
     env_state, ts = env.step(carry.env_state, action)
