@@ -21,7 +21,9 @@ copied next to it; checkpoints stay in `--runs-dir`.
         --lams 0.1 1 9 --sweep -- --model-size tiny --steps 10000
 
 A variant is `PRESET[:option=value...]`, options being train.py flags without the dashes.
-Re-running the same command skips finished variants and resumes interrupted ones.
+Re-running the same command skips finished variants and resumes interrupted ones. With
+`--page-only` it trains nothing and rewrites the page from the run files already copied to
+`OUT/runs` (after a fresh clone, or once a run's checkpoints are gone).
 """
 
 import argparse
@@ -89,6 +91,11 @@ def finished_step(run_dir: pathlib.Path) -> int:
     return -1 if path is None else int(read_metadata(path)["step"])
 
 
+def without_page_only(argv: list[str]) -> list[str]:
+    cut = argv.index("--") if "--" in argv else len(argv)
+    return [a for a in argv[:cut] if a != "--page-only"] + argv[cut:]
+
+
 def main() -> None:
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -124,11 +131,30 @@ def main() -> None:
         action="store_true",
         help="train the --lams of each prior as one process (a lambda sweep)",
     )
+    parser.add_argument(
+        "--page-only",
+        action="store_true",
+        help="train nothing: rewrite OUT/README.md and its plots from the run files in OUT/runs",
+    )
     add_page_arguments(parser)
     args = parser.parse_args(ours)
     specs = expand(args)
     if not specs:
         parser.error("no variants: give --variants and/or --lams")
+    if args.page_only:
+        missing = [
+            n
+            for n in (variant_args(s)[0] for s in specs)
+            if not (args.out / "runs" / n / "eval.csv").exists()
+        ]
+        if missing:
+            parser.error(
+                f"--page-only: no {args.out / 'runs'}/<variant>/eval.csv for {', '.join(missing)};"
+                " run the command without --page-only to train them"
+            )
+        # The page names the command that trains its runs, which this one reproduces.
+        write_results(args, specs, script_command("benchmark_learning.py", without_page_only(argv)))
+        return
     runs_dir = args.runs_dir or ROOT / "runs" / "grids" / args.out.name
     command = script_command("benchmark_learning.py", argv)
     # (name, train.py args, [(member name, its run directory)]): a variant or a sweep of them.

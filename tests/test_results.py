@@ -5,6 +5,7 @@ import argparse
 import json
 import math
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -270,3 +271,24 @@ def test_benchmark_learning_runs_a_grid_then_skips_it_when_finished(tmp_path):
     )
     assert f"[{sweep.name}] already finished" in again.stdout
     assert (tmp_path / "runs" / "pompc" / "eval.csv").stat().st_mtime_ns == eval_mtime
+
+    # --page-only: the checkpoints gone, the page is rewritten from page/runs and trains nothing.
+    shutil.rmtree(tmp_path / "runs")
+    (tmp_path / "notes.md").write_text("Rewritten notes.\n")
+    at = command.index("--")
+    page_only = command[:at] + ["--page-only"] + command[at:]
+    rewrite = subprocess.run(page_only, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert rewrite.returncode == 0, rewrite.stderr[-3000:]
+    assert "[tdmpc2]" not in rewrite.stdout and not (tmp_path / "runs").exists()
+    rewritten = (tmp_path / "page" / "README.md").read_text()
+    assert "Rewritten notes." in rewritten and "--page-only" not in rewritten
+    assert rewritten.count("| tdmpc2 λ=0 |") == 2
+    v = page_only.index("--variants") + 1
+    missing = subprocess.run(
+        page_only[:v] + ["bmpc"] + page_only[v:],  # a variant never trained
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert missing.returncode != 0 and "without --page-only to train" in missing.stderr
