@@ -49,7 +49,7 @@ from .loop import (
 )
 from .metrics import NonFiniteError as NonFiniteError, check_finite as check_finite
 from .objectives import objective_class
-from .outputs import open_outputs
+from .outputs import code_commit, open_outputs
 from .run_dir import open_run_dir, peek_run_dir, read_sub_run
 from .signals import StopRequest
 from .sweep import SWEEP_FILE, Sweep
@@ -346,11 +346,12 @@ def run(
                 )
         state, start = _restore(trainer, run_dir, members[0][2])
         command = list(sys.argv if command is None else command)
+        earlier = [] if saved is None else [saved["command"], *saved.get("resume_commands", [])]
         history = {
             "command": command if saved is None else saved["command"],
-            "resume_commands": []
-            if saved is None
-            else [*saved.get("resume_commands", []), command],
+            "resume_commands": earlier[1:] + ([command] if saved else []),
+            # The code of each invocation (runs saved before this was recorded: None).
+            "commits": [*(saved or {}).get("commits", [None] * len(earlier)), code_commit()],
         }
         main = is_main()
         if main:  # with several processes, the main one writes every file

@@ -3,8 +3,10 @@ written, eval.csv, train.csv and Aim runs opened (see `experiment.run`)."""
 
 import dataclasses
 import pathlib
+import shutil
 from typing import TYPE_CHECKING
 
+from .analysis.pages import git_commit
 from .config import TrainConfig, config_dict
 from .files import plain, write_json
 from .loggers import AbstractLogger, AimLogger, Blocks, CsvLogger, Loggers
@@ -18,6 +20,15 @@ Member = tuple[TrainConfig, pathlib.Path, dict | None]
 """One run directory of the program: its configuration, directory and saved config.json."""
 
 
+def code_commit() -> str | None:
+    """The commit of the git checkout this package runs from (flagged when it has uncommitted
+    changes), recorded with each invocation of a run; None outside a checkout."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists() or shutil.which("git") is None:
+        return None
+    return git_commit(root) or None
+
+
 def open_outputs(
     trainer: "Trainer", members: list[Member], run_dir: pathlib.Path, start: int, history: dict
 ) -> tuple[AbstractLogger, CsvLogger]:
@@ -29,7 +40,7 @@ def open_outputs(
     - `members`: one per run directory (one, or one per value of a sweep).
     - `run_dir`: the run (or sweep) directory.
     - `start`: the agent step the run starts from.
-    - `history`: the `command` and `resume_commands` to record.
+    - `history`: the `command`, `resume_commands` and `commits` to record.
 
     **Returns:** the loggers (each member sees its own block of runs) and the first member's
     CSV logger.

@@ -23,6 +23,7 @@ from pompc_eqx.checkpoint import latest_checkpoint, load_checkpoint, save_checkp
 from pompc_eqx.compiling import ChunkPlan
 from pompc_eqx.config import ConfigError
 from pompc_eqx.experiment import Trainer, run
+from pompc_eqx.outputs import code_commit
 from pompc_eqx.run_dir import lock
 from pompc_eqx.signals import Interrupted
 
@@ -99,6 +100,7 @@ def test_sigterm_mid_window_then_resume_is_bit_identical(tmp_path, monkeypatch):
     )
     saved = json.loads((resumed / "config.json").read_text())
     assert len(saved["resume_commands"]) == 1
+    assert saved["commits"] == [code_commit()] * 2  # the code of both invocations
 
 
 def test_a_run_directory_has_one_owner(tmp_path):

@@ -188,13 +188,16 @@ def test_write_page_names_command_table_and_wall_times(tmp_path):
         "planner": {"num_samples": 8, "num_elites": 2, "iterations": 1, "horizon": 3},
     }
     (run_dir / "config.json").write_text(json.dumps(saved))
+    old_run = _fake_run(tmp_path / "old", [(10, 0, 0, 1.0)])  # saved before commits were recorded
+    old_saved = {**saved, "commits": [None, "abc1234", "abc1234", "def5678"]}
+    (old_run / "config.json").write_text(json.dumps(old_saved))
     page = tmp_path / "page" / "README.md"
     write_page(
         page,
         "T",
         "python scripts/x.py",
         ROOT,
-        [run_dir],
+        [run_dir, old_run],
         "| table |\n",
         ["curves.png"],
         "notes",
@@ -205,6 +208,8 @@ def test_write_page_names_command_table_and_wall_times(tmp_path):
     assert "model size `tiny` (latent 16, MLP 32)" in text and "10 agent steps" in text
     assert "notes\n" in text and "| table |" in text and "![curves](curves.png)" in text
     assert "| a | 1.5 min |" in text
+    assert "- run: not recorded\n" in text
+    assert "- old: not recorded, `abc1234`, `def5678`" in text
 
 
 @pytest.mark.slow

@@ -76,6 +76,13 @@ def run_summary(run_dir: pathlib.Path) -> str:
     )
 
 
+def run_commits(run_dir: pathlib.Path) -> str:
+    """The commits a run was trained at (its first invocation's, then each resume's, repeats
+    dropped), from its config.json."""
+    commits = json.loads((run_dir / "config.json").read_text()).get("commits") or [None]
+    return ", ".join(dict.fromkeys(f"`{c}`" if c else "not recorded" for c in commits))
+
+
 def write_page(
     path: pathlib.Path,
     title: str,
@@ -87,7 +94,8 @@ def write_page(
     notes: str = "",
     wall_times: dict[str, float] | None = None,
 ) -> None:
-    """A results page: the command, commit, model size, the table, the figures, wall times."""
+    """A results page: the command, commit, model size, the table, the figures, wall times and
+    the commits each run was trained at."""
     lines = [
         f"# {title}",
         "",
@@ -109,6 +117,8 @@ def write_page(
             "|---|---|",
         ]
         lines += [f"| {name} | {seconds / 60:.1f} min |" for name, seconds in wall_times.items()]
+    lines += ["", "Commits each run was trained at (first invocation, then resumes):", ""]
+    lines += [f"- {d.name}: {run_commits(d)}" for d in run_dirs]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:
         f.write("\n".join(lines) + "\n")
