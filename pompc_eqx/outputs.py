@@ -4,9 +4,9 @@ written, eval.csv, train.csv and Aim runs opened (see `experiment.run`)."""
 import dataclasses
 import pathlib
 import shutil
+import subprocess
 from typing import TYPE_CHECKING
 
-from .analysis.pages import git_commit
 from .config import TrainConfig, config_dict
 from .files import plain, write_json
 from .loggers import AbstractLogger, AimLogger, Blocks, CsvLogger, Loggers
@@ -18,6 +18,23 @@ if TYPE_CHECKING:
 
 Member = tuple[TrainConfig, pathlib.Path, dict | None]
 """One run directory of the program: its configuration, directory and saved config.json."""
+
+
+def git_commit(repo: pathlib.Path, ignore: pathlib.Path | None = None) -> str:
+    """The short commit hash, flagged when tracked files (outside `ignore`, e.g. the results
+    page being written) have uncommitted changes."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
+    )
+    inside = ignore is not None and ignore.resolve().is_relative_to(repo.resolve())
+    pathspec = ["--", ".", f":(exclude){ignore.resolve()}"] if inside else []
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def code_commit() -> str | None:

@@ -6,26 +6,9 @@ import datetime
 import json
 import pathlib
 import shlex
-import subprocess
 
 from pompc_eqx.checkpoint import atomic_write
-
-
-def git_commit(repo: pathlib.Path, ignore: pathlib.Path | None = None) -> str:
-    """The short commit hash, flagged when tracked files (outside `ignore`, e.g. the results
-    page being written) have uncommitted changes."""
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
-    )
-    inside = ignore is not None and ignore.resolve().is_relative_to(repo.resolve())
-    pathspec = ["--", ".", f":(exclude){ignore.resolve()}"] if inside else []
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-    )
-    return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+from pompc_eqx.outputs import git_commit
 
 
 def script_command(script: str, argv: list[str]) -> str:
