@@ -20,11 +20,19 @@ Member = tuple[TrainConfig, pathlib.Path, dict | None]
 """One run directory of the program: its configuration, directory and saved config.json."""
 
 
+GIT_TIMEOUT_S = 30
+"""A git call that takes longer (e.g. a hung network filesystem) is given up on."""
+
+
 def git_commit(repo: pathlib.Path, ignore: pathlib.Path | None = None) -> str:
     """The short commit hash, flagged when tracked files (outside `ignore`, e.g. the results
     page being written) have uncommitted changes."""
     head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=GIT_TIMEOUT_S,
     )
     inside = ignore is not None and ignore.resolve().is_relative_to(repo.resolve())
     pathspec = ["--", ".", f":(exclude){ignore.resolve()}"] if inside else []
@@ -33,17 +41,22 @@ def git_commit(repo: pathlib.Path, ignore: pathlib.Path | None = None) -> str:
         cwd=repo,
         capture_output=True,
         text=True,
+        timeout=GIT_TIMEOUT_S,
     )
     return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def code_commit() -> str | None:
     """The commit of the git checkout this package runs from (flagged when it has uncommitted
-    changes), recorded with each invocation of a run; None outside a checkout."""
+    changes), recorded with each invocation of a run; None outside a checkout or when git
+    does not answer, so that recording it never stops a run from starting."""
     root = pathlib.Path(__file__).resolve().parents[1]
     if not (root / ".git").exists() or shutil.which("git") is None:
         return None
-    return git_commit(root) or None
+    try:
+        return git_commit(root) or None
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def open_outputs(
